@@ -30,11 +30,12 @@ def cmd_detect(a: argparse.Namespace) -> int:
         input=a.input, out=a.out, tokenizer=a.tokenizer, detector=a.detector, position=a.position,
         second_half=not a.no_second_half, ratio=a.ratio, regex=a.regex, problem_field=a.problem_field,
         answer_field=a.answer_field, response_field=a.response_field, max_think_tokens=a.max_think_tokens,
-        limit=a.limit,
+        limit=a.limit, model=a.model, mode=a.mode, reflection_tokenizer=a.reflection_tokenizer,
+        batch_size=a.batch_size, device=a.device,
     )
     s = detect_file(cfg, progress=not a.quiet)
     _table(
-        f"rearl detect: {s['detector']}" + (f" ({s['position']})" if s["detector"] == "oracle" else "") + f" on {os.path.basename(a.input)}",
+        f"rearl detect: {s['detector']}" + (f" ({s['position']})" if s["position"] else "") + f" on {os.path.basename(a.input)}",
         [
             ("traces", s["traces"]),
             ("failures", s["failures"]),
@@ -49,6 +50,32 @@ def cmd_detect(a: argparse.Namespace) -> int:
             ("mean % removed (originally correct)", s["mean_pct_think_removed_of_correct"]),
         ],
     )
+    print(f"records: {a.out}\nsummary: {summary_path(a.out)}")
+    return 0
+
+
+# -- revise ---------------------------------------------------------------------------------------
+def cmd_revise(a: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .detect import summary_path
+    from .revision import ReviseConfig, revise_file
+
+    cfg = ReviseConfig(
+        cuts=a.cuts, policy=a.policy, out=a.out, input=a.input, policy_tokenizer=a.policy_tokenizer,
+        positions=a.positions.split(",") if a.positions else None, max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed, batch_size=a.batch_size,
+        device=a.device, limit=a.limit,
+    )
+    res = revise_file(cfg, progress=not a.quiet)
+    t = Table(title=f"rearl revise: {os.path.basename(a.cuts)} with {a.policy}", header_style="bold")
+    for c in ("cut policy", "n", "accuracy %", "mean tokens", "token ratio %", "answer finished %"):
+        t.add_column(c, justify="right" if c != "cut policy" else "left")
+    fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in res["table"]:
+        t.add_row(r["policy"], fmt(r["n"]), fmt(r["accuracy"]), fmt(r["mean_tokens"]), fmt(r["token_ratio"]), fmt(r["completed"]))
+    Console().print(t)
     print(f"records: {a.out}\nsummary: {summary_path(a.out)}")
     return 0
 
@@ -143,9 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--regex", choices=REGEX_MODES, default="authors", help="reflection keyword matcher")
     d.add_argument("--max-think-tokens", type=int, help="truncate the thinking before splitting")
     d.add_argument("--limit", type=int, help="only the first N traces")
+    d.add_argument("--model", help="reflection model for --detector model: path, 'default' (embedded) or server URL")
+    d.add_argument("--mode", choices=["forward", "generate"], default="forward",
+                   help="reflection scoring: one teacher-forced pass (forward) or greedy label generation (generate)")
+    d.add_argument("--reflection-tokenizer", help="tokenizer path of a served reflection model (default: its name)")
+    d.add_argument("--batch-size", type=int, default=4)
+    d.add_argument("--device", default="cpu")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _fields(d)
     d.set_defaults(func=cmd_detect)
+
+    r = sub.add_parser("revise", help="complete detected cuts with a policy and compare with the originals")
+    r.add_argument("--cuts", required=True, help="output of `rearl detect`")
+    r.add_argument("--policy", required=True, help="policy: path, 'default' (embedded) or server URL")
+    r.add_argument("--out", required=True, help="output JSONL, one record per (trace, cut) (resumable)")
+    r.add_argument("--input", help="the traces (default: as recorded next to the cuts)")
+    r.add_argument("--policy-tokenizer", help="tokenizer path of a served policy (default: its name)")
+    r.add_argument("--positions", help="comma-separated cut names to revise (default: all in the records)")
+    r.add_argument("--max-new-tokens", type=int, default=256)
+    r.add_argument("--temperature", type=float, default=0.6)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--top-k", type=int, default=50)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--limit", type=int, help="only the first N traces")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_revise)
 
     c = sub.add_parser("calibrate", help="reflection threshold T (tokens per reflection) from base-model responses")
     c.add_argument("--responses", required=True, help="responses JSONL")

@@ -2,6 +2,8 @@
 
 Detectors (all return a cut in the thinking part; paragraphs from the §2.2 splitter):
 
+* ``model``: a reflection model reads the paragraphs and gives P(Result) per paragraph
+  (spec §2.3-2.4, `rearl.backends`); the Strong/Normal/Weak policy picks the cut.
 * ``oracle``: uses the gold answer. A paragraph is a "Result" paragraph when it states an answer
   (a box, "the answer is ...", the right-hand side of a final equality, a number alone on a line)
   that the verifier accepts; the Strong/Normal/Weak policy of spec §2.5 then picks the cut.
@@ -24,7 +26,7 @@ from .reflection import reflection_pattern
 from .text import Segmentation
 from .verify import VerifierPool, default_pool
 
-DETECTORS = ("oracle", "first-reflection", "ratio")
+DETECTORS = ("oracle", "model", "first-reflection", "ratio")
 
 _NUM = r"[-+]?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 _ANSWER_IS = re.compile(r"(?i)\banswer\s*(?:is|:|=|would be|should be|must be)\s*:?\s*([^\n]{1,80})")
@@ -106,6 +108,18 @@ def _paragraph_of(seg: Segmentation, char: int) -> int | None:
     return best
 
 
+def model_detect(seg: Segmentation, p_result: Sequence[float], *, position: str = "normal",
+                 second_half: bool = True) -> Detection:
+    """Cut from a reflection model's P(Result) per paragraph (possibly fewer values than paragraphs)."""
+    if not seg.paragraphs:
+        return Detection(None, seg.split.think_start, p_result=list(p_result))
+    pos = cut_positions(list(p_result), len(seg.paragraphs), second_half=second_half)
+    assert pos is not None
+    cut = pos.get(position)
+    return Detection(cut, seg.paragraphs[cut].char_end, pos, list(p_result),
+                     [i for i, p in enumerate(p_result) if p >= 0.5])
+
+
 def oracle_detect(
     seg: Segmentation, gold: str | None, *, position: str = "normal", second_half: bool = True,
     mentions_ok: Sequence[Mention] | None = None, pool: VerifierPool | None = None,
@@ -155,18 +169,6 @@ def ratio_detect(seg: Segmentation, *, ratio: float = 0.5) -> Detection:
     return Detection(_paragraph_of(seg, max(s.think_start, end - 1)), end)
 
 
-def make_detector(name: str, **opts: Any) -> Callable[[Segmentation, str | None, Sequence[Mention] | None], Detection]:
-    if name == "oracle":
-        return lambda seg, gold, ok: oracle_detect(
-            seg, gold, position=opts.get("position", "normal"), second_half=opts.get("second_half", True), mentions_ok=ok
-        )
-    if name == "first-reflection":
-        return lambda seg, gold, ok: first_reflection_detect(seg, regex=opts.get("regex", "authors"))
-    if name == "ratio":
-        return lambda seg, gold, ok: ratio_detect(seg, ratio=opts.get("ratio", 0.5))
-    raise ValueError(f"unknown detector {name!r}; choose one of {DETECTORS}")
-
-
 # -- running a detector over a trace file -----------------------------------------------------------
 @dataclass
 class DetectConfig:
@@ -180,6 +182,11 @@ class DetectConfig:
     second_half: bool = True
     ratio: float = 0.5
     regex: str = "authors"
+    model: str | None = None  # reflection model: path, "default" (embedded) or server URL
+    mode: str = "forward"  # reflection scoring: forward | generate
+    reflection_tokenizer: str | None = None  # for a server: the reflection model's tokenizer path
+    batch_size: int = 4
+    device: str = "cpu"
     problem_field: str | None = None
     answer_field: str | None = None
     response_field: str | None = None
@@ -187,19 +194,28 @@ class DetectConfig:
     limit: int | None = None
 
 
-def detect_trace(seg: Segmentation, gold: str | None, detector: Callable, pool: VerifierPool | None = None) -> dict[str, Any]:
-    """One output record (without the id) for one segmented trace."""
+def _cut_entry(seg: Segmentation, paragraph: int | None, char_end: int) -> dict[str, Any]:
+    a, _ = seg.think_token_span
+    kept = max(0, seg.tokens.tokens_ending_by(char_end) - a) if char_end > seg.split.think_start else 0
+    return {"paragraph": paragraph, "char_end": char_end, "kept_think_tokens": min(kept, seg.think_tokens)}
+
+
+def detection_record(
+    seg: Segmentation, det: Detection, gold: str | None, ok: Sequence[Mention] | None, pool: VerifierPool | None = None,
+    label: str = "cut",
+) -> dict[str, Any]:
+    """One output record (without the id) for one segmented trace and its detection."""
     from .verify import check_completions
 
     s = seg.split
-    ok: list[Mention] | None = None
-    if gold is not None:
-        ok = correct_mentions(answer_mentions(seg.text, s.think_start, s.think_end), gold, pool)
-    det: Detection = detector(seg, gold, ok)
-    a, _ = seg.think_token_span
-    kept = max(0, seg.tokens.tokens_ending_by(det.kept_char_end) - a) if det.kept_char_end > s.think_start else 0
     think = seg.think_tokens
-    kept = min(kept, think)
+    main = _cut_entry(seg, det.cut_paragraph, det.kept_char_end)
+    kept = main["kept_think_tokens"]
+    if det.positions is not None:
+        cuts = {name: _cut_entry(seg, det.positions.get(name), seg.paragraphs[det.positions.get(name)].char_end)
+                for name in ("strong", "normal", "weak")}
+    else:
+        cuts = {label: main}
     rec: dict[str, Any] = {
         "n_paragraphs": len(seg.paragraphs),
         "cut_paragraph": det.cut_paragraph,
@@ -208,19 +224,22 @@ def detect_trace(seg: Segmentation, gold: str | None, detector: Callable, pool: 
         "removed_fraction": (think - kept) / think if think else 0.0,
         "total_tokens": len(seg.tokens),
         "think_status": s.status,
+        "cuts": cuts,
     }
     if det.positions is not None:
-        rec["positions"] = {"strong": det.positions.strong, "normal": det.positions.normal, "weak": det.positions.weak,
-                            "found": det.positions.found}
+        rec["positions_found"] = det.positions.found
     if det.p_result is not None:
-        rec["p_result"] = det.p_result
+        rec["p_result"] = [round(float(x), 4) for x in det.p_result]
     if det.result_paragraphs:
         rec["result_paragraphs"] = det.result_paragraphs
     if gold is not None:
+        ok = list(ok or [])
         rec["gold"] = gold
-        rec["answer_in_kept"] = any(m.pos < det.kept_char_end for m in (ok or []))
+        rec["answer_in_kept"] = any(m.pos < det.kept_char_end for m in ok)
+        for c in cuts.values():
+            c["answer_in_kept"] = any(m.pos < c["char_end"] for m in ok)
         rec["first_answer_paragraph"] = next(
-            (p.index for p in seg.paragraphs for m in (ok or [])[:1] if p.char_start <= m.pos < p.char_end), None
+            (p.index for p in seg.paragraphs for m in ok[:1] if p.char_start <= m.pos < p.char_end), None
         )
         rec["final_correct"] = check_completions([seg.text], [gold], pool=pool)[0].ok
     return rec
@@ -252,10 +271,11 @@ def summarize_detections(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def detect_file(cfg: DetectConfig, progress: bool = True) -> dict[str, Any]:
+def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) -> dict[str, Any]:
     """Run a detector over every trace of `cfg.input`, appending to `cfg.out` (resumable).
 
-    Returns the summary, also written to `<out>.summary.json`.
+    Returns the summary, also written to `<out>.summary.json` (with the settings `rearl revise`
+    needs). `scorer` may be passed to reuse a loaded reflection model.
     """
     from transformers import AutoTokenizer
 
@@ -267,13 +287,21 @@ def detect_file(cfg: DetectConfig, progress: bool = True) -> dict[str, Any]:
         raise ValueError(f"unknown detector {cfg.detector!r}; choose one of {DETECTORS}")
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     tags = ThinkTags.from_tokenizer(tok)
-    detector = make_detector(cfg.detector, position=cfg.position, second_half=cfg.second_half, ratio=cfg.ratio,
-                             regex=cfg.regex)
     traces = list(load_traces(cfg.input, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit))
     if cfg.detector == "oracle" and any(t.answer is None for t in traces):
         missing = next(t for t in traces if t.answer is None)
         raise ValueError(f"{missing.source}: the oracle detector needs a gold answer; set --answer-field")
+    if cfg.detector == "model" and scorer is None:
+        from .backends import reflection_scorer
+
+        if not cfg.model:
+            raise ValueError("--detector model needs --model (a path, 'default' for the embedded model, or a server URL)")
+        scorer = reflection_scorer(cfg.model, tokenizer=cfg.reflection_tokenizer, batch_size=cfg.batch_size,
+                                   device=cfg.device)
     pool = default_pool()
+    label = {"first-reflection": "first-reflection", "ratio": f"ratio{cfg.ratio:g}"}.get(cfg.detector, "cut")
+    uses_position = cfg.detector in ("oracle", "model")
+    chunk_size = cfg.batch_size if cfg.detector == "model" else 1
     with ResumableJsonl(cfg.out) as out:
         todo = [t for t in traces if t.id not in out]
         bar = None
@@ -281,21 +309,58 @@ def detect_file(cfg: DetectConfig, progress: bool = True) -> dict[str, Any]:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(traces), initial=len(traces) - len(todo), desc=f"detect ({cfg.detector})", unit="trace")
-        for t in todo:
-            base = {"id": t.id, "detector": cfg.detector, "position": cfg.position if cfg.detector == "oracle" else None}
-            try:
-                seg = segment(tok, text=t.response, tags=tags, max_think_tokens=cfg.max_think_tokens)
-                rec = {**base, **detect_trace(seg, t.answer, detector, pool)}
-            except Exception as e:  # one bad trace is reported, not fatal
-                rec = {**base, "error": f"{type(e).__name__}: {e}"}
-            out.write(rec)
-            if bar is not None:
-                bar.update(1)
+        for k in range(0, len(todo), chunk_size):
+            chunk = todo[k : k + chunk_size]
+            segs: list[Segmentation | Exception] = []
+            for t in chunk:
+                try:
+                    segs.append(segment(tok, text=t.response, tags=tags, max_think_tokens=cfg.max_think_tokens))
+                except Exception as e:  # noqa: BLE001
+                    segs.append(e)
+            scores = None
+            if cfg.detector == "model":
+                live = [(t, sg) for t, sg in zip(chunk, segs) if isinstance(sg, Segmentation)]
+                res = scorer.score([t.problem for t, _ in live], [[p.text for p in sg.paragraphs] for _, sg in live], cfg.mode)
+                scores = {t.id: r for (t, _), r in zip(live, res)}
+            for t, sg in zip(chunk, segs):
+                base = {"id": t.id, "detector": cfg.detector, "position": cfg.position if uses_position else None}
+                try:
+                    if isinstance(sg, Exception):
+                        raise sg
+                    ok = None
+                    if t.answer is not None:
+                        ok = correct_mentions(answer_mentions(sg.text, sg.split.think_start, sg.split.think_end), t.answer, pool)
+                    if cfg.detector == "oracle":
+                        det = oracle_detect(sg, t.answer, position=cfg.position, second_half=cfg.second_half, mentions_ok=ok)
+                    elif cfg.detector == "model":
+                        sc = scores[t.id]
+                        if sc.error is not None:
+                            raise RuntimeError(f"reflection model: {sc.error}")
+                        det = model_detect(sg, sc.p_result or [], position=cfg.position, second_half=cfg.second_half)
+                    elif cfg.detector == "first-reflection":
+                        det = first_reflection_detect(sg, regex=cfg.regex)
+                    else:
+                        det = ratio_detect(sg, ratio=cfg.ratio)
+                    rec = {**base, **detection_record(sg, det, t.answer, ok, pool, label)}
+                    if cfg.detector == "model":
+                        rec["scoring_seconds"] = round(scores[t.id].seconds, 3)
+                        rec["labelled_paragraphs"] = scores[t.id].n_shown
+                except Exception as e:  # noqa: BLE001 - one bad trace is reported, not fatal
+                    rec = {**base, "error": f"{type(e).__name__}: {e}"}
+                out.write(rec)
+                if bar is not None:
+                    bar.update(1)
         if bar is not None:
             bar.close()
         ids = {t.id for t in traces}
         records = [r for r in out.records() if str(r["id"]) in ids]
-    summary = {"input": cfg.input, "detector": cfg.detector, "position": cfg.position, **summarize_detections(records)}
+    summary = {
+        "input": cfg.input, "tokenizer": cfg.tokenizer, "detector": cfg.detector,
+        "position": cfg.position if uses_position else None,
+        "fields": {"problem": cfg.problem_field, "answer": cfg.answer_field, "response": cfg.response_field},
+        **({"model": cfg.model, "mode": cfg.mode} if cfg.detector == "model" else {}),
+        **summarize_detections(records),
+    }
     write_json_atomic(summary_path(cfg.out), summary)
     return summary
 
