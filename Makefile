@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SHARED  ?= $(abspath ../shared)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench llama-server clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install
 	    --input $(SHARED)/data/traces/r1_distill_qwen14b_math500_sentences.jsonl \
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
 	    --out runs/demo/cuts_r1_14b_math500.jsonl
+	$(BIN)/rearl calibrate \
+	    --responses $(SHARED)/data/traces/deepscaler_1.5b_preview_aime24_budget8192.jsonl \
+	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
+	    --quantile 0.2 --out runs/demo/calibration_deepscaler_aime24.json
 
 test: install
 	REARL_SHARED=$(SHARED) $(BIN)/python -m pytest -q
@@ -37,7 +41,11 @@ test-fast: install
 	REARL_SHARED=$(SHARED) $(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
-	$(BIN)/python bench/verify_throughput.py
+	REARL_SHARED=$(SHARED) $(BIN)/python bench/verify_throughput.py
+	REARL_SHARED=$(SHARED) $(BIN)/python bench/reflection_scoring.py
+
+llama-server:
+	bash scripts/build_llama_server.sh
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
