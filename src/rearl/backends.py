@@ -298,10 +298,18 @@ class OpenAIReflectionScorer:
         from transformers import AutoTokenizer
 
         self.base_url = base_url.rstrip("/")
-        self.model = model or _server_model(self.base_url, timeout)
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or self.model)
         self.timeout, self.retries, self.max_context = timeout, retries, max_context
         self.concurrency, self.top_k, self.api_key = concurrency, top_k, api_key
+        # With a tokenizer given, the server is first contacted at the first request, so a server that is
+        # down fails those traces (reported) instead of the whole run.
+        self._model = model if (model or tokenizer) else _server_model(self.base_url, timeout)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or self._model)
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            self._model = _server_model(self.base_url, self.timeout)
+        return self._model
 
     def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"model": self.model, **payload}

@@ -80,6 +80,22 @@ def cmd_revise(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- train ----------------------------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> int:
+    import os as _os
+
+    _os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL's documented hook
+    from .config import load_config
+    from .train import train
+
+    model_args, data_args, cfg = load_config(a.config, a.overrides)
+    last = train(model_args, data_args, cfg, resume=a.resume)
+    print(f"saved: {cfg.output_dir}")
+    if last:
+        print({k: v for k, v in last.items() if isinstance(v, (int, float))})
+    return 0
+
+
 # -- calibrate ------------------------------------------------------------------------------------
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
@@ -197,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="only the first N traces")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_revise)
+
+    t = sub.add_parser("train", help="GRPO / REA-RL training from a recipe (recipes/*.yaml)")
+    t.add_argument("--config", help="recipe YAML (flat keys: model, data and REARLConfig/GRPOConfig fields)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="override any recipe key, e.g. max_steps=10")
+    t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("calibrate", help="reflection threshold T (tokens per reflection) from base-model responses")
     c.add_argument("--responses", required=True, help="responses JSONL")

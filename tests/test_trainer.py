@@ -1,0 +1,188 @@
+"""REARLTrainer on a tiny model: scripted rollouts pin group assembly, policies and advantages
+against TRL's own computation; short real runs cover every CPU recipe and resume."""
+
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from rearl.config import load_config  # noqa: E402
+from rearl.groups import Sample, group_advantages  # noqa: E402
+from rearl.prompts import math_messages  # noqa: E402
+from rearl.trainer import REARLTrainer  # noqa: E402
+
+PAD = " We keep every digit aligned and write each partial product down before adding anything up."
+LONG = ("<think>\nLet me compute 6 times 7 carefully, step by step, one digit at a time." + PAD + "\n\n"
+        "First I recall the times table for six and seven, then I multiply the two numbers." + PAD + "\n\n"
+        "6 times 7 is 42." + PAD + " So the answer is 42.\n\n"
+        "Wait, let me check again: 7 times 6 is 42 as well." + PAD + " Yes.\n"
+        "</think>\n\nThe answer is \\boxed{42}.")
+WRONG = "<think>\nI guess it is about forty. I will not check anything at all here, sorry.\n</think>\n\n\\boxed{41}"
+
+
+class Scripted(REARLTrainer):
+    """Replaces sampling with scripted texts so correctness is controlled."""
+
+    script_originals: list = []
+    script_revisions: list = []
+
+    def _sample(self, prompt_ids, n, max_new_tokens):
+        tok = self.processing_class
+        texts = self.script_originals if max_new_tokens == self.max_completion_length else self.script_revisions
+        assert len(texts) == len(prompt_ids) * n
+        return [Sample(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], True) for t in texts]
+
+
+def make(tiny_model_dir, tmp_path, *overrides):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, _, cfg = load_config(None, [
+        f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "per_device_train_batch_size=4", "num_generations=4",
+        "max_completion_length=64", "revision_max_tokens=16", "report_to=none", "save_strategy=no",
+        "reflection_model=oracle", "reflection_threshold=20", "gradient_checkpointing=false", *overrides])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ds = Dataset.from_list([{"prompt": math_messages("What is 6 times 7?"), "problem": "What is 6 times 7?", "answer": "42"}] * 4)
+    tr = Scripted(model=model, args=cfg, train_dataset=ds, processing_class=tok)
+    tr.model.train()
+    return tr, [dict(ds[0]) for _ in range(4)], tok
+
+
+def expected_advantages(out, tr):
+    rewards = torch.tensor([list(tr._logs["rewards"][n])[-4:] for n in tr.reward_func_names]).T
+    total = (rewards * tr.reward_weights.unsqueeze(0)).nansum(dim=1)
+    total[torch.isnan(rewards).all(dim=1)] = math.nan
+    return group_advantages(total.tolist(), 4)
+
+
+def test_drop_policy_groups_and_advantages(tiny_model_dir, tmp_path):
+    tr, inputs, tok = make(tiny_model_dir, tmp_path)
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)
+    ids = [row[m.bool()].tolist() for row, m in zip(out["completion_ids"], out["completion_mask"])]
+    o1 = tok(LONG, add_special_tokens=False)["input_ids"]
+    # rows: original_1, revised_1, original_2, revised_2; the revision keeps o1's own ids up to the cut
+    assert ids[0][:-1] == o1
+    cut_text = tok.decode(ids[1])
+    assert "So the answer is 42." in cut_text and "Wait, let me check" not in cut_text
+    kept = ids[1][: len(ids[1]) - 1]
+    prefix_len = next(k for k in range(len(kept)) if kept[k] != o1[k])
+    assert prefix_len > 10 and ids[1][:prefix_len] == o1[:prefix_len]
+    acc = list(tr._logs["rewards"]["accuracy"])[-4:]
+    assert acc[:3] == [1.0, 1.0, 0.0] and math.isnan(acc[3])  # the wrong revision is dropped
+    adv = out["advantages"].tolist()
+    assert adv[3] == 0.0
+    assert adv == pytest.approx(expected_advantages(out, tr), abs=1e-5)
+    assert adv[1] > adv[0] > adv[2]  # the short correct revision beats its long original
+    assert "tool_mask" not in out  # scaffold trained on, as the authors
+    m = tr._metrics["train"]
+    assert m["revision/accept_rate"][-1] == 0.5 and m["groups/dropped_rows"][-1] == 0.25
+
+
+def test_duplicate_policy_and_scaffold_mask(tiny_model_dir, tmp_path):
+    tr, inputs, tok = make(tiny_model_dir, tmp_path, "failed_revision_policy=duplicate_original", "mask_scaffold_tokens=true")
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)
+    ids = [row[m.bool()].tolist() for row, m in zip(out["completion_ids"], out["completion_mask"])]
+    assert ids[3] == ids[2]  # the failed revision became a copy of its original
+    acc = list(tr._logs["rewards"]["accuracy"])[-4:]
+    assert acc == [1.0, 1.0, 0.0, 0.0]
+    assert out["advantages"].tolist() == pytest.approx(expected_advantages(out, tr), abs=1e-5)
+    mask = out["tool_mask"][1][out["completion_mask"][1].bool()].tolist()
+    scaf = [t for t, k in zip(ids[1], mask) if k == 0]
+    assert "</think>" in tok.decode(scaf) and "**Final Answer:**" in tok.decode(scaf)
+    assert out["tool_mask"][0][out["completion_mask"][0].bool()].tolist() == [1] * len(ids[0])
+
+
+def test_all_wrong_group_gets_zero_advantage(tiny_model_dir, tmp_path):
+    tr, inputs, _ = make(tiny_model_dir, tmp_path)
+    tr.script_originals = [WRONG, WRONG.replace("41", "40")]
+    tr.script_revisions = ["\\boxed{41}", "\\boxed{40}"]
+    out = tr._generate_and_score_completions(inputs)
+    assert out["advantages"].tolist() == [0.0] * 4
+    tr2, inputs, _ = make(tiny_model_dir, tmp_path / "k", "zero_accuracy_groups=keep", "failed_revision_policy=duplicate_original")
+    tr2.script_originals = [WRONG, "<think>\nForty it is, final.\n</think>\n\n\\boxed{40}"]
+    tr2.script_revisions = ["\\boxed{41}", "\\boxed{40}"]
+    out = tr2._generate_and_score_completions(inputs)
+    assert any(a != 0.0 for a in out["advantages"].tolist())  # the reflection reward still differs
+
+
+def test_reflection_model_failure_skips_revision(tiny_model_dir, tmp_path):
+    class Down:
+        def score(self, *a, **k):
+            raise ConnectionError("reflection server down")
+
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "reflection_model=http://127.0.0.1:9",
+                         f"reflection_tokenizer={tiny_model_dir}")
+    assert tr.reflection_scorer.base_url == "http://127.0.0.1:9"  # built without contacting the server
+    tr.reflection_scorer = Down()
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = []
+    out = tr._generate_and_score_completions(inputs)
+    assert tr._metrics["train"]["revision/failures"][-1] == 2.0
+    adv = out["advantages"].tolist()
+    assert adv[1] == 0.0 and adv[3] == 0.0 and adv[0] != 0.0
+
+
+RECIPES = ["grpo", "grpo_len", "rea_rl", "rea_rl_no_reflection_model", "rea_rl_no_reflection_reward"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_cpu_recipe_runs_two_steps(recipe, tiny_model_dir, tmp_path, shared):
+    from rearl.train import train
+
+    m, d, c = load_config(f"recipes/cpu/{recipe}.yaml", [
+        f"model_name_or_path={tiny_model_dir}", f"reflection_model={tiny_model_dir}", f"output_dir={tmp_path}",
+        f"train_files=[{shared}/data/train/deepscaler_train_math.jsonl]", "max_train_samples=8",
+        "max_completion_length=16", "revision_max_tokens=8"])
+    last = train(m, d, c)
+    assert last["step"] == 2
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "rearl_run.json").exists()
+
+
+def test_gpu_recipes_parse_with_spec_values():
+    for size in ("7B", "1.5B"):
+        base = f"recipes/DeepSeek-R1-Distill-Qwen-{size}"
+        _, _, c = load_config(f"{base}/rea_rl.yaml", ["bf16=false", "use_vllm=false"])
+        assert (c.num_generations, c.parallel_samples, c.revision_max_tokens, c.temperature) == (8, 4, 256, 0.6)
+        assert c.per_device_train_batch_size * c.gradient_accumulation_steps * 2 == 128  # 2 training GPUs
+        assert c.beta == 0.04 and c.learning_rate == 2e-5 and c.reflection_threshold == 225.09
+        m, _, g = load_config(f"{base}/grpo.yaml", ["bf16=false", "use_vllm=false"])
+        assert not g.revision and g.per_device_train_batch_size * g.gradient_accumulation_steps * 2 == 64
+        assert m.use_peft and m.lora_r == 16 and m.lora_alpha == 32
+        _, _, n = load_config(f"{base}/rea_rl_no_reflection_model.yaml", ["bf16=false", "use_vllm=false"])
+        assert not n.revision and n.reflection_reward
+        _, _, r = load_config(f"{base}/rea_rl_no_reflection_reward.yaml", ["bf16=false", "use_vllm=false"])
+        assert r.revision and not r.reflection_reward
+
+
+def test_unknown_recipe_key_is_an_error(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("include: %s\nenforce_eager: true\n" % os.path.abspath("recipes/cpu/common.yaml"))
+    with pytest.raises(ValueError, match="enforce_eager"):
+        load_config(str(p))
+
+
+def test_resume_from_checkpoint(tiny_model_dir, tmp_path, shared):
+    from rearl.train import train
+
+    base = [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "reflection_model=oracle",
+            f"train_files=[{shared}/data/train/deepscaler_train_math.jsonl]", "max_train_samples=8",
+            "max_completion_length=8", "revision_max_tokens=4", "save_strategy=steps", "save_steps=1"]
+    m, d, c = load_config("recipes/cpu/rea_rl.yaml", base + ["max_steps=2"])
+    train(m, d, c)
+    assert (tmp_path / "checkpoint-2").exists()
+    m, d, c = load_config("recipes/cpu/rea_rl.yaml", base + ["max_steps=3"])
+    last = train(m, d, c, resume=True)
+    assert last["step"] == 3
+    import json
+
+    state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
+    steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps == [1, 2, 3]  # steps 1-2 come from the first run; only step 3 was trained now
