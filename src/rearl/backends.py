@@ -1,6 +1,7 @@
 """Model backends: the reflection scorer and the revising policy, in-process or behind a server.
 
 * ``HFReflectionScorer`` / ``HFPolicy``: a transformers model in this process (CPU or GPU).
+* ``VLLMPolicy``: vLLM's offline engine for fast sampling on a GPU (evaluation).
 * ``OpenAIReflectionScorer`` / ``OpenAIPolicy``: any OpenAI-compatible ``/v1/completions`` server
   with logprobs (``vllm serve``, llama.cpp's ``llama-server``). Requests have a timeout and bounded
   retries with back-off; a request that still fails is reported per trace, never retried forever
@@ -62,6 +63,29 @@ def load_hf(model_path: str, device: str = "cpu", dtype: str | None = None):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok, model
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int):
+    """(ids, attention_mask) tensors, left-padded: what batched `generate` needs."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, r in enumerate(rows):
+        ids[k, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[k, width - len(r):] = 1
+    return ids, mask
+
+
+def cut_at_eos(row: Sequence[int], eos: set[int]) -> tuple[list[int], bool]:
+    """New tokens up to and including the first EOS, and whether there was one."""
+    new = []
+    for t in row:
+        new.append(int(t))
+        if t in eos:
+            return new, True
+    return new, False
 
 
 def _context_len(model: Any, default: int = 8192) -> int:
@@ -131,13 +155,9 @@ class HFReflectionScorer:
         import torch
 
         tok = self.tokenizer
-        width = max(len(p.ids) for p in prompts)
         pad = tok.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(prompts):
-            ids[r, width - len(p.ids) :] = torch.tensor(p.ids)
-            mask[r, width - len(p.ids) :] = 1
+        ids, mask = left_pad([p.ids for p in prompts], pad)
+        width = ids.shape[1]
         max_new = max(8 * p.n_shown for p in prompts) + 8
         with torch.no_grad():
             out = self.model.generate(
@@ -194,13 +214,8 @@ class HFPolicy:
         eos = set(_eos_ids(tok, self.model))
         out: list[Generation] = []
         for k in range(0, len(prompts), self.batch_size):
-            chunk = [list(p) for p in prompts[k : k + self.batch_size]]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, p in enumerate(chunk):
-                ids[r, width - len(p) :] = torch.tensor(p)
-                mask[r, width - len(p) :] = 1
+            ids, mask = left_pad(prompts[k : k + self.batch_size], pad)
+            width = ids.shape[1]
             sample = temperature > 0
             with torch.no_grad():
                 seqs = self.model.generate(
@@ -209,14 +224,68 @@ class HFPolicy:
                     top_k=top_k if sample else None, pad_token_id=pad,
                 )
             for row in seqs[:, width:].tolist():
-                new, finished = [], False
-                for t in row:
-                    new.append(int(t))
-                    if t in eos:
-                        finished = True
-                        break
+                new, finished = cut_at_eos(row, eos)
                 out.append(Generation(new, tok.decode(new, skip_special_tokens=False), finished))
         return out
+
+
+# -- vLLM offline engine (GPU) -------------------------------------------------------------------
+class VLLMPolicy:
+    """Samples with vLLM's offline engine (`vllm.LLM`), same `generate` interface as `HFPolicy`.
+
+    GPU only and untested on CPU CI (vLLM is not installed there): kept deliberately thin. Prompts go
+    in as token ids; `seeds` gives every prompt its own seed, so n samples of one prompt differ and a
+    resumed evaluation redraws the same samples. `lora` is a LoRA adapter directory served on top of
+    `model_path` (the authors evaluate their policies this way, spec §6.3).
+    """
+
+    def __init__(self, model_path: str, tokenizer: str | None = None, dtype: str = "auto", lora: str | None = None,
+                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, max_lora_rank: int = 64,
+                 **engine_kw: Any):
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise RuntimeError("the vLLM backend needs vllm on a GPU machine: pip install -e '.[gpu]'") from e
+        from .models import resolve_model
+
+        path = str(resolve_model(model_path))
+        kw: dict[str, Any] = {"dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization, **engine_kw}
+        if max_model_len:
+            kw["max_model_len"] = max_model_len
+        if lora:
+            kw.update(enable_lora=True, max_lora_rank=max_lora_rank)
+        self.llm = LLM(model=path, tokenizer=tokenizer or path, **kw)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora = None
+        if lora:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("policy", 1, lora)
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, temperature: float = 0.6,
+                 top_p: float = 1.0, top_k: int = 50, seed: int | None = None,
+                 seeds: Sequence[int] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+
+        if seeds is None:
+            seeds = [None if seed is None else seed + i for i in range(len(prompts))]
+        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                 top_k=top_k if top_k and top_k > 0 else -1, seed=s) for s in seeds]
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, lora_request=self._lora,
+                                 use_tqdm=False)
+        eos = self.tokenizer.eos_token_id
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            ids = [int(t) for t in c.token_ids]
+            finished = c.finish_reason == "stop"
+            # A finished sample must end with the token that stopped it (callers strip it); vLLM keeps
+            # it in token_ids, but make sure. stop_reason is None for EOS, the id for a stop token.
+            stop = c.stop_reason if isinstance(c.stop_reason, int) else eos if c.stop_reason is None else None
+            if finished and stop is not None and (not ids or ids[-1] != stop):
+                ids.append(int(stop))
+            res.append(Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), finished))
+        return res
 
 
 # -- OpenAI-compatible servers ------------------------------------------------------------------

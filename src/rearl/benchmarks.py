@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .answers import last_boxed
-from .io import read_jsonl
+from .io import DataError, read_jsonl
 from .traces import gold_from_field
 
 
@@ -19,6 +19,7 @@ class Benchmark:
     question_field: str
     gold: Callable[[dict[str, Any]], str | None]
     samples: int = 1  # spec §6.3: 8 samples for AIME/AMC, 1 otherwise
+    level_field: str | None = None  # difficulty levels, for per-level metrics (MATH500: 1-5)
 
 
 def _field(name: str) -> Callable[[dict[str, Any]], str | None]:
@@ -33,7 +34,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
         Benchmark("gsm8k", "gsm8k_test.jsonl", "question", _field("answer")),
-        Benchmark("math500", "math500.jsonl", "problem", _field("answer")),
+        Benchmark("math500", "math500.jsonl", "problem", _field("answer"), level_field="level"),
         Benchmark("gaokao2023en", "gaokao2023en.jsonl", "question", _field("answer")),
         Benchmark("amc23", "amc23.jsonl", "problem", _field("answer"), samples=8),
         Benchmark("aime24", "aime24.jsonl", "problem", _field("answer"), samples=8),
@@ -55,7 +56,10 @@ def default_data_dir() -> Path:
 
 
 def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Yield {"id", "problem", "answer", **original fields} for one benchmark."""
+    """Yield {"id", "problem", "answer", "level", **original fields} for one benchmark.
+
+    `level` is the difficulty level for benchmarks that have one (else None).
+    """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     b = BENCHMARKS[name]
@@ -65,7 +69,8 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, limit: 
             return
         gold = b.gold(rec)
         if gold is None:
-            from .io import DataError
-
             raise DataError(f"{path}:{lineno}: no gold answer")
-        yield {**rec, "id": f"{name}-{lineno}", "problem": str(rec[b.question_field]), "answer": gold}
+        if not isinstance(rec.get(b.question_field), str) or not rec[b.question_field].strip():
+            raise DataError(f"{path}:{lineno}: field {b.question_field!r} (the question) is missing or empty")
+        level = rec.get(b.level_field) if b.level_field else None
+        yield {**rec, "id": f"{name}-{lineno}", "problem": rec[b.question_field], "answer": gold, "level": level}

@@ -96,6 +96,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- baseline -------------------------------------------------------------------------------------
+def cmd_baseline(a: argparse.Namespace) -> int:
+    from .baselines import BaselineConfig, train_baseline
+
+    cfg = BaselineConfig(method=a.method, revised=a.revised, output_dir=a.out, base=a.base, position=a.position,
+                         max_per_problem=a.max_per_problem, use_peft=not a.full, learning_rate=a.learning_rate,
+                         max_steps=a.max_steps, per_device_train_batch_size=a.batch_size,
+                         gradient_accumulation_steps=a.gradient_accumulation_steps, max_length=a.max_length, beta=a.beta)
+    res = train_baseline(cfg)
+    print(f"{a.method}: {res['examples']} examples, {res['global_step']} steps; saved {a.out}")
+    return 0
+
+
 # -- calibrate ------------------------------------------------------------------------------------
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
@@ -130,6 +143,213 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
                   f"tokens_per_reflection={r['tokens_per_reflection']:.1f}")
     print(f"written: {a.out}")
     return 0
+
+
+# -- eval -----------------------------------------------------------------------------------------
+def _int_list(s: str | None) -> list[int] | None:
+    return [int(x) for x in s.split(",") if x.strip()] if s else None
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from .evaluate import SUMMARY_COLUMNS, EvalConfig, evaluate, summary_rows
+    from .eval_metrics import LEGEND
+
+    cfg = EvalConfig(
+        model=a.model, out=a.out, benchmarks=[b.strip() for b in a.benchmarks.split(",") if b.strip()],
+        n=a.n if a.n == "auto" or not a.n.isdigit() else int(a.n), max_tokens=a.max_tokens, budgets=_int_list(a.budgets),
+        data_dir=a.data_dir, limit=a.limit, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed,
+        backend=a.backend, tokenizer=a.tokenizer, lora=a.lora, batch_size=a.batch_size, device=a.device,
+        dtype=a.dtype, concurrency=a.concurrency, threads=a.threads, reference=a.reference, regex=a.regex,
+    )
+    s = evaluate(cfg, progress=not a.quiet)
+    # A pipe gets rich's 80 columns, too narrow for eleven columns: widen it when not on a terminal.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    for b in sorted(s["budgets"], reverse=True):
+        t = Table(title=f"rearl eval: {a.model}, budget {b} tokens", header_style="bold", box=box.SIMPLE_HEAD)
+        t.add_column("benchmark", no_wrap=True)
+        t.add_column("n", justify="right", no_wrap=True)
+        for h, _, _ in SUMMARY_COLUMNS:
+            t.add_column(h, justify="right", no_wrap=True)
+        for row in summary_rows(s, b):
+            t.add_row(*row)
+        console.print(t)
+    print(LEGEND)
+    tm = s["timing"]
+    print(f"sampled {tm['generated_samples']} new samples in {tm['generation_seconds']:.0f}s, "
+          f"scored in {tm['scoring_seconds']:.0f}s")
+    print(f"samples: {os.path.join(a.out, 'samples.jsonl')}\nsummary: {os.path.join(a.out, 'summary.md')}")
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------------------
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import make_report
+
+    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
+    res = make_report(a.runs, a.out, reference=a.reference, labels=labels)
+    with open(os.path.join(a.out, "report.md"), encoding="utf-8") as f:
+        print(f.read())
+    print("written: " + ", ".join(os.path.join(a.out, f) for f in ["report.md", "report.json", *res["plots"].values()]))
+    return 0
+
+
+# -- reflector (label | split | train | eval) -----------------------------------------------------------
+def cmd_reflector_label(a: argparse.Namespace) -> int:
+    from .reflector_data import LabelConfig, label_file, labels_summary_path
+
+    cfg = LabelConfig(
+        inputs=a.input, out=a.out, tokenizer=a.tokenizer, teacher=a.teacher, judge_url=a.judge_url,
+        judge_model=a.judge_model, api_key_env=a.api_key_env, use_gold=not a.no_gold, chunk_tokens=a.chunk_tokens,
+        window_tokens=a.window_tokens, max_think_tokens=a.max_think_tokens, concurrency=a.concurrency,
+        timeout=a.timeout, retries=a.retries, problem_field=a.problem_field, answer_field=a.answer_field,
+        response_field=a.response_field, limit=a.limit,
+    )
+    s = label_file(cfg, progress=not a.quiet)
+    _table(f"rearl reflector label: {s['teacher']}", [
+        ("traces", s["traces"]), ("traces with a Result paragraph", s["traces_with_result"]),
+        ("paragraphs", s["paragraphs"]), ("Result paragraphs", s["result_paragraphs"]),
+        ("SFT examples", s["examples"]), ("examples with a Result", s["examples_with_result"]),
+        ("judge chunks", s["chunks"]), ("malformed chunks (dropped)", s["malformed_chunks"]),
+        ("malformed re-checks (rejected)", s["malformed_checks"]), ("traces failed (rerun to retry)", s["failed_traces"]),
+    ])
+    print(f"labels: {a.out}\nsummary: {labels_summary_path(a.out)}")
+    return 1 if s["failed_traces"] else 0
+
+
+def cmd_reflector_split(a: argparse.Namespace) -> int:
+    from .reflector_data import split_file
+
+    info = split_file(a.labels, a.out, a.heldout, a.seed)
+    _table("rearl reflector split (by problem)", [
+        ("train traces", info["train"]["traces"]), ("train problems", info["train"]["problems"]),
+        ("held-out traces", info["heldout"]["traces"]), ("held-out problems", info["heldout"]["problems"]),
+    ])
+    print(f"written: {os.path.join(a.out, 'train.jsonl')}, {os.path.join(a.out, 'heldout.jsonl')}, "
+          f"{os.path.join(a.out, 'split.json')}")
+    return 0
+
+
+def cmd_reflector_train(a: argparse.Namespace) -> int:
+    from .reflector_train import load_train_config, train_reflector
+
+    cfg = load_train_config(
+        a.config, data=a.data, out=a.out, base=a.base, lora=False if a.full else None,
+        learning_rate=a.learning_rate, num_train_epochs=a.epochs, max_steps=a.max_steps,
+        per_device_train_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
+        max_length=a.max_length, negatives_per_positive=a.negatives_per_positive, max_examples=a.max_examples,
+        save_steps=a.save_steps, report_to=a.report_to, device=a.device, seed=a.seed, num_threads=a.threads,
+        resume=False if a.no_resume else None, force=True if a.force else None,
+    )
+    meta = train_reflector(cfg, progress=not a.quiet)
+    if meta.get("skipped"):
+        print(f"{cfg.out}: {meta['skipped']}")
+        return 0
+    _table(f"rearl reflector train: {cfg.base} -> {cfg.out}", [
+        ("examples", meta["examples"]), ("examples with a Result", meta["examples_with_result"]),
+        ("shortened / dropped (too long)", f"{meta['shortened']} / {meta['dropped_too_long']}"),
+        ("training tokens", meta["train_tokens"]), ("optimizer steps", meta["steps"]),
+        ("final train loss", meta["train_loss"]), ("seconds", meta["seconds"]),
+        ("fine-tuning", "LoRA (merged)" if meta["lora"] else "full"),
+    ])
+    print(f"model: {cfg.out}")
+    return 0
+
+
+def cmd_reflector_eval(a: argparse.Namespace) -> int:
+    from .reflector_eval import EvalConfig, evaluate_reflector
+
+    cfg = EvalConfig(
+        model=a.model, labels=a.labels, out=a.out, base_model=a.base_model, mode=a.mode,
+        window_tokens=a.window_tokens, whole_trace=not a.no_whole_trace, ratios=a.ratio or [0.5],
+        position=a.position, second_half=not a.no_second_half, device=a.device, batch_size=a.batch_size,
+        max_context=a.max_context, num_threads=a.threads,
+    )
+    rep = evaluate_reflector(cfg, progress=not a.quiet)
+    print(open(rep["paths"][0], encoding="utf-8").read())
+    print("written: " + ", ".join(rep["paths"]))
+    return 0
+
+
+def _add_reflector(sub: Any) -> None:
+    from .positions import POSITIONS
+
+    rf = sub.add_parser("reflector", help="the reflection model: teacher labels, SFT training, quality report")
+    rsub = rf.add_subparsers(dest="reflector_command", metavar="ACTION")
+
+    lb = rsub.add_parser("label", help="teacher labels (oracle or LLM judge) and SFT examples for every trace")
+    lb.add_argument("--input", required=True, action="append", help="traces JSONL (repeat for several files)")
+    lb.add_argument("--out", required=True, help="labels JSONL, one record per trace (resumable)")
+    lb.add_argument("--tokenizer", required=True, help="the policy's tokenizer (paragraph splitting, token budgets)")
+    lb.add_argument("--teacher", choices=["oracle", "judge"], default="oracle")
+    lb.add_argument("--judge-url", help="OpenAI-compatible server of the judge (…/v1/chat/completions)")
+    lb.add_argument("--judge-model", help="model name to ask for, e.g. Qwen/Qwen2.5-32B-Instruct")
+    lb.add_argument("--api-key-env", help="environment variable that holds the judge's API key")
+    lb.add_argument("--no-gold", action="store_true", help="judge without the gold answer")
+    lb.add_argument("--chunk-tokens", type=int, default=1024, help="judge step 1: paragraphs per request, in tokens")
+    lb.add_argument("--window-tokens", type=int,
+                    help="SFT examples: windows of paragraphs within this many tokens (default: the whole trace)")
+    lb.add_argument("--max-think-tokens", type=int, help="truncate the thinking before splitting")
+    lb.add_argument("--concurrency", type=int, default=4, help="judge requests in flight")
+    lb.add_argument("--timeout", type=float, default=300.0)
+    lb.add_argument("--retries", type=int, default=3)
+    lb.add_argument("--limit", type=int, help="only the first N traces of each file")
+    lb.add_argument("--quiet", action="store_true")
+    _fields(lb)
+    lb.set_defaults(func=cmd_reflector_label)
+
+    sp = rsub.add_parser("split", help="split labels into train / held-out by problem")
+    sp.add_argument("--labels", required=True)
+    sp.add_argument("--out", required=True, help="directory for train.jsonl, heldout.jsonl, split.json")
+    sp.add_argument("--heldout", type=float, default=0.25, help="fraction of problems held out")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_reflector_split)
+
+    tr = rsub.add_parser("train", help="SFT (LoRA by default) on label files; saves a merged checkpoint")
+    tr.add_argument("--config", help="YAML recipe (recipes/reflector/*.yaml); flags override it")
+    tr.add_argument("--data", action="append", help="label JSONL (repeatable)")
+    tr.add_argument("--base", help="base model: path or 'default' (embedded SmolLM2-135M-Instruct)")
+    tr.add_argument("--out", help="output directory (merged model; checkpoints in OUT/checkpoints)")
+    tr.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    tr.add_argument("--learning-rate", type=float)
+    tr.add_argument("--epochs", type=float)
+    tr.add_argument("--max-steps", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--grad-accum", type=int)
+    tr.add_argument("--max-length", type=int)
+    tr.add_argument("--negatives-per-positive", type=float, help="windows without a Result kept per window with one")
+    tr.add_argument("--max-examples", type=int)
+    tr.add_argument("--save-steps", type=int)
+    tr.add_argument("--report-to", help="none | tensorboard | wandb ...")
+    tr.add_argument("--device", help="cpu | cuda")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    tr.add_argument("--no-resume", action="store_true", help="ignore checkpoints in OUT/checkpoints")
+    tr.add_argument("--force", action="store_true", help="retrain even if OUT holds a finished model")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_reflector_train)
+
+    ev = rsub.add_parser("eval", help="quality report against teacher labels on held-out traces")
+    ev.add_argument("--model", required=True, help="the trained reflection model (directory)")
+    ev.add_argument("--labels", required=True, help="held-out label JSONL")
+    ev.add_argument("--out", help="report prefix (default MODEL/eval_<labels>): writes .md and .json")
+    ev.add_argument("--base-model", help="also report an untrained model, e.g. 'default'")
+    ev.add_argument("--mode", choices=["forward", "generate"], default="forward")
+    ev.add_argument("--window-tokens", type=int, help="score in windows (default: as trained; 0: whole trace only)")
+    ev.add_argument("--no-whole-trace", action="store_true", help="skip scoring over the whole trace")
+    ev.add_argument("--ratio", type=float, action="append", help="fixed-ratio baseline(s) (default 0.5)")
+    ev.add_argument("--position", choices=POSITIONS, default="normal")
+    ev.add_argument("--no-second-half", action="store_true")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--batch-size", type=int, default=4)
+    ev.add_argument("--max-context", type=int, help="reflection prompt budget (default: the model's context)")
+    ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_reflector_eval)
+    rf.set_defaults(func=lambda a: (rf.print_help(), 0)[1])
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -220,6 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="override any recipe key, e.g. max_steps=10")
     t.set_defaults(func=cmd_train)
 
+    b = sub.add_parser("baseline", help="offline baselines from `rearl revise` outputs: sft | rpo")
+    b.add_argument("method", choices=["sft", "rpo"])
+    b.add_argument("--revised", required=True, help="output of `rearl revise`")
+    b.add_argument("--out", required=True, help="output directory (a merged, plain checkpoint)")
+    b.add_argument("--base", default="default", help="the policy the revisions came from")
+    b.add_argument("--position", default="normal", help="which cut's revisions to use")
+    b.add_argument("--max-per-problem", type=int, default=4)
+    b.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA r16")
+    b.add_argument("--learning-rate", type=float, default=2e-5)
+    b.add_argument("--max-steps", type=int, default=-1, help="default: one epoch")
+    b.add_argument("--batch-size", type=int, default=2)
+    b.add_argument("--gradient-accumulation-steps", type=int, default=8)
+    b.add_argument("--max-length", type=int, default=10240)
+    b.add_argument("--beta", type=float, default=0.1, help="RPO/DPO beta")
+    b.set_defaults(func=cmd_baseline)
+
     c = sub.add_parser("calibrate", help="reflection threshold T (tokens per reflection) from base-model responses")
     c.add_argument("--responses", required=True, help="responses JSONL")
     c.add_argument("--tokenizer", required=True, help="the policy's tokenizer (path)")
@@ -230,6 +466,43 @@ def build_parser() -> argparse.ArgumentParser:
     _fields(c)
     c.set_defaults(func=cmd_calibrate)
 
+    from .benchmarks import BENCHMARKS
+
+    e = sub.add_parser("eval", help="sample math benchmarks, score them at token budgets (spec §6.3)")
+    e.add_argument("--model", default="default", help="path, 'default' (embedded model) or an OpenAI-compatible server URL")
+    e.add_argument("--benchmarks", default="gsm8k,math500,gaokao2023en,amc23,aime24",
+                   help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
+    e.add_argument("--out", required=True, help="run directory (resumable: a rerun continues)")
+    e.add_argument("--n", default="auto", help="samples per problem; auto = 8 for AIME/AMC, 1 otherwise")
+    e.add_argument("--max-tokens", type=int, default=16384, help="generation budget")
+    e.add_argument("--budgets", help="comma-separated scoring budgets <= --max-tokens (default: half and full)")
+    e.add_argument("--data-dir", help="benchmark files (default: $REARL_SHARED/data/eval or ../shared/data/eval)")
+    e.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
+    e.add_argument("--reference", help="a run directory whose mean tokens count as 100%% (token ratio)")
+    e.add_argument("--backend", choices=["auto", "hf", "vllm", "server"], default="auto",
+                   help="auto: server for a URL, else in-process transformers; vllm: offline engine (GPU)")
+    e.add_argument("--tokenizer", help="tokenizer path for a served model (default: its name)")
+    e.add_argument("--lora", help="vLLM: a LoRA adapter directory applied to --model")
+    e.add_argument("--temperature", type=float, default=0.6)
+    e.add_argument("--top-p", type=float, default=0.95)
+    e.add_argument("--top-k", type=int, default=0, help="0 = off")
+    e.add_argument("--seed", type=int, default=2)
+    e.add_argument("--batch-size", type=int, default=8, help="transformers: samples per generate call")
+    e.add_argument("--concurrency", type=int, default=16, help="server: requests in flight")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--dtype", help="model dtype (default: float32 on CPU, bfloat16 on GPU)")
+    e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often faster on a busy CPU)")
+    e.add_argument("--regex", choices=REGEX_MODES, default="authors", help="reflection keyword matcher")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="compare runs: the paper's table and plots")
+    rp.add_argument("runs", nargs="+", help="evaluation run directories and/or training output directories")
+    rp.add_argument("--out", required=True, help="report directory")
+    rp.add_argument("--reference", help="run directory for the token ratio (default: the first evaluation run)")
+    rp.add_argument("--labels", help="comma-separated names for the runs (default: directory names)")
+    rp.set_defaults(func=cmd_report)
+
     m = sub.add_parser("models", help="the embedded default model (SmolLM2-135M-Instruct)")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION")
     mp = msub.add_parser("prepare", help="convert the embedded GGUF into a cached HF checkpoint (once)")
@@ -239,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     mpath = msub.add_parser("path", help="print where the prepared checkpoint lives")
     mpath.set_defaults(func=cmd_models_path)
     m.set_defaults(func=lambda a: (m.print_help(), 0)[1])
+
+    _add_reflector(sub)
 
     v = sub.add_parser("verify", help="check one completion against a gold answer (exit 0 if correct)")
     v.add_argument("--gold", required=True)

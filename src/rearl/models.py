@@ -8,8 +8,6 @@ fp32 checkpoint once into the cache, atomically, and later calls just return the
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -60,10 +58,10 @@ def prepare_default_model(force: bool = False, dtype: str = "float32") -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .io import atomic_dir
+
     src = gguf_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
         if dtype != "float32":
@@ -78,12 +76,6 @@ def prepare_default_model(force: bool = False, dtype: str = "float32") -> Path:
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / _COMPLETE).write_text(f"source={src}\ndtype={dtype}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -168,7 +168,7 @@ def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) ->
                     "kept_tokens": r.n_kept, "scaffold_tokens": r.n_scaffold, "generated_tokens": r.n_generated,
                     "revised_tokens": len(r.ids), "original_tokens": len(seg.tokens), "completed": r.completed,
                     "correct": correct if hg else None, "original_correct": ogood.ok if hg else None,
-                    "answer": r.text[-400:],
+                    "completion": _completion_text(tok, r.ids),
                 })
                 if bar is not None:
                     bar.update(1)
@@ -179,6 +179,14 @@ def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) ->
     result = {"cuts": cfg.cuts, "input": inp, "policy": cfg.policy, "max_new_tokens": cfg.max_new_tokens, "table": table}
     write_json_atomic(summary_path(cfg.out), result)
     return result
+
+
+def _completion_text(tok: Any, ids: Sequence[int]) -> str:
+    """The revised completion as text, special tokens kept (think tags), without a final EOS."""
+    ids = list(ids)
+    if ids and ids[-1] == tok.eos_token_id:
+        ids = ids[:-1]
+    return tok.decode(ids, skip_special_tokens=False)
 
 
 def revision_table(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -86,6 +86,19 @@ def _finite(xs: list[float]) -> list[float]:
     return [x if math.isfinite(x) else 0.0 for x in xs]
 
 
+def _length_groups(unit: str, accuracy: "AccuracyReward", prompts, completions, completion_ids, kwargs,
+                   by_problem: bool = True) -> tuple[list[int], list[bool], list[list[int]]]:
+    """Lengths, correctness and the index groups (by problem, or one batch group) of one call."""
+    texts = [completion_text(c) for c in completions]
+    lengths = _lengths(unit, texts, completion_ids)
+    correct = accuracy.correctness(completions, kwargs)
+    keys = group_keys(len(texts), prompts, kwargs) if by_problem else ["*"] * len(texts)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        groups[k].append(i)
+    return lengths, correct, list(groups.values())
+
+
 class _Reward:
     """Base: gives instances the `__name__` TRL uses for logging."""
 
@@ -145,18 +158,12 @@ class KimiLengthReward(_Reward):
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         completions = list(completions or [])
-        n = len(completions)
-        if n == 0:
+        if not completions:
             return []
-        texts = [completion_text(c) for c in completions]
-        lengths = _lengths(self.unit, texts, completion_ids)
-        correct = self.accuracy.correctness(completions, kwargs)
-        keys = ["*"] * n if self.scope == "batch" else group_keys(n, prompts, kwargs)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, k in enumerate(keys):
-            groups[k].append(i)
-        out = [0.0] * n
-        for idx in groups.values():
+        lengths, correct, groups = _length_groups(self.unit, self.accuracy, prompts, completions, completion_ids, kwargs,
+                                                  by_problem=self.scope == "per_problem")
+        out = [0.0] * len(completions)
+        for idx in groups:
             lo = min(lengths[i] for i in idx)
             hi = max(lengths[i] for i in idx)
             if hi == lo:
@@ -188,18 +195,11 @@ class RefinedLengthReward(_Reward):
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         completions = list(completions or [])
-        n = len(completions)
-        if n == 0:
+        if not completions:
             return []
-        texts = [completion_text(c) for c in completions]
-        lengths = _lengths(self.unit, texts, completion_ids)
-        correct = self.accuracy.correctness(completions, kwargs)
-        keys = group_keys(n, prompts, kwargs)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, k in enumerate(keys):
-            groups[k].append(i)
-        out = [-0.5] * n
-        for idx in groups.values():
+        lengths, correct, groups = _length_groups(self.unit, self.accuracy, prompts, completions, completion_ids, kwargs)
+        out = [-0.5] * len(completions)
+        for idx in groups:
             ok = [i for i in idx if correct[i]]
             if not ok:
                 continue

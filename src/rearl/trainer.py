@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from trl import GRPOTrainer
 
+from .backends import cut_at_eos, left_pad
 from .config import REARLConfig
 from .groups import RevisionOutcome, Sample, apply_group_policies, interleave
 from .reflection import count_reflections
@@ -92,14 +93,9 @@ class REARLTrainer(GRPOTrainer):
     def _sample_hf(self, prompt_ids: list[list[int]], n: int, max_new_tokens: int) -> list[Sample]:
         tok = self.processing_class
         model = self.accelerator.unwrap_model(self.model)
-        rows = [p for p in prompt_ids for _ in range(n)]
-        width = max(len(p) for p in rows)
         pad = tok.pad_token_id if tok.pad_token_id is not None else self._eos_ids()[0]
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(rows):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
+        ids, mask = left_pad([p for p in prompt_ids for _ in range(n)], pad)
+        width = ids.shape[1]
         a = self.rea_args
         sample = a.temperature > 0
         was_training = model.training
@@ -109,23 +105,14 @@ class REARLTrainer(GRPOTrainer):
                 out = model.generate(
                     input_ids=ids.to(self.accelerator.device), attention_mask=mask.to(self.accelerator.device),
                     max_new_tokens=max_new_tokens, do_sample=sample, temperature=a.temperature if sample else None,
-                    top_p=a.top_p if sample else None, top_k=(a.top_k or None) if sample else None,
+                    top_p=a.top_p if sample else None, top_k=a.top_k if sample else None,  # 0 = off, as in TRL
                     min_p=a.min_p if sample and a.min_p else None, repetition_penalty=a.repetition_penalty,
                     pad_token_id=pad, eos_token_id=self._eos_ids(), use_cache=True,
                 )
         finally:
             model.train(was_training)
         eos = set(self._eos_ids())
-        samples = []
-        for row in out[:, width:].tolist():
-            new, finished = [], False
-            for t in row:
-                new.append(int(t))
-                if t in eos:
-                    finished = True
-                    break
-            samples.append(Sample(new, finished))
-        return samples
+        return [Sample(*cut_at_eos(row, eos)) for row in out[:, width:].tolist()]
 
     def _sample_vllm(self, prompt_ids: list[list[int]], n: int, max_new_tokens: int) -> list[Sample]:
         # TRL syncs the weights before calling the rollout; only the token budget differs per call.
