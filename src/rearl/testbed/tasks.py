@@ -1,0 +1,159 @@
+"""The toy world: multi-digit addition with tagged digits, in graded levels.
+
+Every digit of the question carries a tag naming its operand and its place: operand x, y, z and
+place a = ones, b = tens, ...; the problem 731 + 589 is ``xc7 xb3 xa1 + yc5 yb8 ya9``. A tiny
+model trained from scratch cannot find "the tens digit of the second operand" among plain digits
+within a CPU budget (toy-testbed-feasibility §2). Place letters alone ("c7 b3 a1") are learnable
+but leave it to pick the k-th "a" digit, and whether a 6M-token SFT gets there varies from run to
+run (measured here: 98% then 5% accuracy from two builds that differed only in their data order).
+With a tag per digit the lookup is a plain copy of the token after a matching tag, which small
+transformers learn early. Answers are plain integers, so rearl's verifier checks them as is.
+
+Levels differ in operand count and length, and in how error-prone the trace's *first pass* is
+(`slip`, used by `traces`): easy levels never slip, so their re-checks are redundant; hard levels
+forget carries, so a real re-check is worth its tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+PLACES = "abcdefgh"  # a = ones; a sum of <= 6 operands of <= 6 digits fits in 8 places
+OPERANDS = "xyzuvw"  # the operand tags
+
+
+@dataclass(frozen=True)
+class Level:
+    level: int
+    operands: int
+    digits: int
+    slip: float  # per column with a carry in: chance the first pass forgets that carry
+    echoes: tuple[int, int]  # redundant re-checks after the (checked) answer: uniform in [lo, hi]
+
+    @property
+    def hard(self) -> bool:
+        return self.slip > 0
+
+
+# Easy levels (2 operands) are never wrong in their first pass and re-check by echoing; hard levels
+# (3 operands, carries up to 2) slip and re-check by recomputing. 3x4 digits is the hardest tier the
+# feasibility study suggests; 4x4 did not train in ~10 CPU minutes.
+LEVELS: dict[int, Level] = {
+    1: Level(1, operands=2, digits=2, slip=0.0, echoes=(2, 4)),
+    2: Level(2, operands=2, digits=3, slip=0.0, echoes=(2, 4)),
+    3: Level(3, operands=3, digits=3, slip=0.25, echoes=(1, 2)),
+    4: Level(4, operands=3, digits=4, slip=0.25, echoes=(1, 2)),
+}
+EASY = tuple(k for k, v in LEVELS.items() if not v.hard)
+HARD = tuple(k for k, v in LEVELS.items() if v.hard)
+
+
+@dataclass(frozen=True)
+class Task:
+    problem: str  # e.g. "xb7 xa3 + yb1 ya9": what the chat template shows after "Q :"
+    answer: str  # the sum as a plain integer string, the gold for rearl's verifier
+    level: int
+    operands: tuple[int, ...]
+
+    def row(self, id: str | None = None) -> dict:
+        """A JSONL row that rearl's train/eval loaders read (`problem`, `answer`) plus `level`."""
+        r = {"problem": self.problem, "answer": self.answer, "level": self.level}
+        return {"id": id, **r} if id is not None else r
+
+
+def hinted(n: int, operand: int | None = None) -> str:
+    """731 -> 'c7 b3 a1'; with `operand` 0 (x): 'xc7 xb3 xa1'."""
+    s = str(n)
+    if len(s) > len(PLACES):
+        raise ValueError(f"{n} has more than {len(PLACES)} digits")
+    tag = "" if operand is None else OPERANDS[operand]
+    return " ".join(tag + PLACES[len(s) - 1 - i] + ch for i, ch in enumerate(s))
+
+
+_HINTED = re.compile(r"^([u-z]?)[a-h]\d(?: \1[a-h]\d)*$")  # the group is empty without operand tags
+
+
+def unhint(s: str) -> int:
+    """'c7 b3 a1' or 'xc7 xb3 xa1' -> 731 (the inverse of `hinted`: places must count down to a)."""
+    s = s.strip()
+    m = _HINTED.match(s)
+    if not m:
+        raise ValueError(f"not a tagged number: {s!r}")
+    parts = [p[len(m.group(1) or ""):] for p in s.split()]
+    if [p[0] for p in parts] != [PLACES[len(parts) - 1 - i] for i in range(len(parts))]:
+        raise ValueError(f"place letters out of order: {s!r}")
+    return int("".join(p[1] for p in parts))
+
+
+def format_problem(operands: Sequence[int]) -> str:
+    if len(operands) > len(OPERANDS):
+        raise ValueError(f"at most {len(OPERANDS)} operands")
+    return " + ".join(hinted(x, k) for k, x in enumerate(operands))
+
+
+def parse_problem(problem: str) -> tuple[int, ...]:
+    """The operands of a problem string (accepts the rearl prompt wrapper around it)."""
+    body = problem.split("Question: ")[-1].strip()
+    if body.endswith("= ?"):
+        body = body[:-3].strip()
+    return tuple(unhint(p) for p in body.split(" + "))
+
+
+def level_of(operands: Sequence[int]) -> int | None:
+    for k, lv in LEVELS.items():
+        if len(operands) == lv.operands and all(len(str(x)) == lv.digits for x in operands):
+            return k
+    return None
+
+
+def make_task(rng: random.Random, level: int) -> Task:
+    lv = LEVELS[level]
+    lo, hi = 10 ** (lv.digits - 1), 10**lv.digits - 1
+    ops = tuple(rng.randint(lo, hi) for _ in range(lv.operands))
+    return Task(format_problem(ops), str(sum(ops)), level, ops)
+
+
+def iter_tasks(levels: Sequence[int] = tuple(LEVELS), seed: int = 0,
+               weights: Sequence[float] | None = None) -> Iterator[Task]:
+    """An endless, seeded stream of tasks.
+
+    Without `weights` the levels take turns (so any prefix is balanced); with weights each task's
+    level is drawn at random in those proportions.
+    """
+    levels = list(levels)
+    for lv in levels:
+        if lv not in LEVELS:
+            raise ValueError(f"unknown level {lv}; levels are {sorted(LEVELS)}")
+    rng = random.Random(f"rearl-testbed-tasks:{seed}")
+    k = 0
+    while True:
+        lv = levels[k % len(levels)] if weights is None else rng.choices(levels, weights)[0]
+        yield make_task(rng, lv)
+        k += 1
+
+
+def make_tasks(n: int, levels: Sequence[int] = tuple(LEVELS), seed: int = 0,
+               weights: Sequence[float] | None = None) -> list[Task]:
+    """`n` tasks (the first `n` of `iter_tasks` with the same arguments)."""
+    it = iter_tasks(levels, seed, weights)
+    return [next(it) for _ in range(n)]
+
+
+def write_jsonl(tasks: Iterable[Task], path: str | os.PathLike, prefix: str = "toy") -> Path:
+    """Write tasks as JSONL rows {id, problem, answer, level}, atomically."""
+    from ..io import write_text_atomic
+
+    lines = [json.dumps(t.row(f"{prefix}-{i}")) for i, t in enumerate(tasks)]
+    p = Path(path)
+    write_text_atomic(p, "".join(line + "\n" for line in lines))
+    return p
+
+
+def level_table() -> list[dict]:
+    return [asdict(v) for v in LEVELS.values()]

@@ -1,0 +1,422 @@
+"""The toy overthinking reasoning model: tokenizer, a tiny Llama, SFT on the traces, and its cache.
+
+`build_toy_lrm()` returns a directory that AutoTokenizer and AutoModelForCausalLM load, so every
+rearl backend works on it unchanged. A finished build is reused; a build is written to a temporary
+sibling directory and renamed into place with a `.complete` marker, so a killed build leaves
+nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .tasks import LEVELS, iter_tasks, level_table
+from .traces import EOS, finish_document, make_trace, make_traces
+
+WORLD_VERSION = 3  # bump when tasks/traces change, so cached models are not reused across worlds
+COMPLETE = ".complete"
+META = "testbed.json"
+
+UNK, PAD = "<unk>", "<pad>"
+SPECIALS = (UNK, PAD, EOS)
+# Not special: R1's think tags survive `skip_special_tokens=True`, and rearl finds them in the text.
+PLAIN_ADDED = ("\n", "<think>", "</think>")
+CONT = "##"  # prefix of a piece glued to the previous one (a digit inside a number, a closing brace)
+GLUED = tuple("0123456789}")
+
+# Renders only the question, whatever wraps it: rearl's prompts put the problem after "Question: ".
+# The generation prompt opens the thinking, as R1-style templates do; an assistant turn, if given,
+# is the completion that follows it.
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(q='', a=none) -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}{%- set ns.q = m['content'] -%}{%- set ns.a = none -%}"
+    "{%- elif m['role'] == 'assistant' -%}{%- set ns.a = m['content'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set q = ns.q.split('Question: ')[-1].strip() -%}"
+    "{%- if q.endswith('= ?') -%}{%- set q = q[:-3].strip() -%}{%- endif -%}"
+    "{{- eos_token + 'Q : ' + q + ' = ?\\n<think>\\n' -}}"
+    "{%- if ns.a is not none -%}{{- ns.a + eos_token -}}{%- endif -%}"
+)
+
+
+# -- tokenizer --------------------------------------------------------------------------------------
+def train_tokenizer(texts: Sequence[str]):
+    """A word-level tokenizer learned from the corpus, with one token per digit, that decodes exactly.
+
+    The vocabulary (words, punctuation, place letters, digits) is learned with tokenizers'
+    WordLevelTrainer over the corpus split at whitespace and around every digit. It is then served
+    by a WordPiece model: a digit glued to what precedes it ("22106", "b7", "\\boxed{5") becomes a
+    continuation piece (##2), and the WordPiece decoder glues those back while it puts one space
+    between the other tokens. Newlines are added tokens; the decoder drops the spaces around them.
+    So decode(encode(text)) == text for the traces' text conventions, and a decoded answer is
+    "\\boxed{22106}", which rearl's verifier reads as is.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    learner = Tokenizer(models.WordLevel(unk_token=UNK))
+    learner.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"\d|\}"), "isolated")]
+    )
+    # kept out of the learnt words
+    learner.add_special_tokens([AddedToken(t, normalized=False) for t in SPECIALS])
+    learner.add_tokens([AddedToken(t, normalized=False) for t in PLAIN_ADDED])
+    learner.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIALS), min_frequency=1))
+    learned = sorted(learner.get_vocab().items(), key=lambda kv: kv[1])
+    vocab: dict[str, int] = {}
+    for tok, _ in learned:
+        if tok not in PLAIN_ADDED and tok not in vocab:
+            vocab[tok] = len(vocab)
+    for g in GLUED:
+        vocab.setdefault(CONT + g, len(vocab))
+
+    tk = Tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONT, max_input_chars_per_word=64))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.Sequence([
+        decoders.WordPiece(prefix=CONT, cleanup=False),
+        decoders.Fuse(),
+        decoders.Replace(" \n", "\n"),
+        decoders.Replace("\n ", "\n"),
+        # The prompt opens with EOS (it doubles as BOS) glued to "Q"; a stop EOS follows "}".
+        decoders.Replace(EOS + " ", EOS),
+        decoders.Replace(" " + EOS, EOS),
+    ])
+    tk.add_special_tokens([AddedToken(t, normalized=False) for t in SPECIALS])
+    tk.add_tokens([AddedToken(t, normalized=False) for t in PLAIN_ADDED])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        clean_up_tokenization_spaces=False, padding_side="left", model_max_length=1024,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+# -- configuration ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSize:
+    hidden: int = 256
+    intermediate: int = 688
+    layers: int = 4
+    heads: int = 4
+    max_positions: int = 1024
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything that determines a build (its hash names the cache entry)."""
+
+    seed: int = 0
+    # How much SFT: a token count, so a build's quality does not depend on how busy the machine is
+    # (~16 min at the ~9.5k tok/s of an idle 2-core CPU, ~20 min at 7.6k with one thread beside
+    # other jobs), with a wall-clock cap that stops it early (recorded in the build's metadata) and
+    # squeezes the LR schedule into what is left. The digit lookup is learnt in a sudden transition
+    # somewhere around 5-6M tokens: 6M gave 98%, 5% and 53-98% greedy accuracy by level in three
+    # builds here, hence the margin.
+    sft_tokens: int = 9_000_000
+    budget_minutes: float = 45.0
+    size: ModelSize = ModelSize()
+    levels: tuple[int, ...] = tuple(LEVELS)
+    # harder levels get a little more of the data
+    level_weights: tuple[float, ...] = (0.2, 0.25, 0.25, 0.3)
+    tokenizer_corpus: int = 4000  # traces the vocabulary is learnt from
+    finish_frac: float = 0.1  # documents that teach finishing from a cut (`traces.finish_document`)
+    block: int = 512
+    batch: int = 8
+    lr: float = 1.5e-3
+    warmup_steps: int = 50
+    final_lr_frac: float = 0.05
+    decay_frac: float = 0.25  # the LR holds after warmup and decays over this last part of the budget
+    weight_decay: float = 0.01
+    bf16: bool = True
+    quick: bool = False
+    world_version: int = WORLD_VERSION
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def dirname(self) -> str:
+        return f"toy-lrm-{'quick' if self.quick else 'full'}-s{self.seed}-{self.key()}"
+
+
+QUICK_SIZE = ModelSize(hidden=128, intermediate=320, layers=2, heads=4, max_positions=1024)
+
+
+def quick_config(seed: int = 0, budget_minutes: float = 1.5) -> ToyConfig:
+    """A small model and a short SFT (~1 min): it learns the trace format, not the arithmetic."""
+    return ToyConfig(seed=seed, sft_tokens=800_000, budget_minutes=budget_minutes, size=QUICK_SIZE,
+                     tokenizer_corpus=1000, block=256, batch=8, lr=3e-3, warmup_steps=20, quick=True)
+
+
+def pick_threads() -> int:
+    """Torch threads for CPU work here: `$REARL_TESTBED_THREADS`, else 1 on a busy machine.
+
+    With two cores shared with other jobs, two OpenMP threads spin-wait on each other and run 3-25x
+    slower than one (measured: 1.6k vs 7.7k tok/s SFT for the 3.2M model); on an idle machine all
+    cores win (about 10k tok/s).
+    """
+    env = os.environ.get("REARL_TESTBED_THREADS")
+    if env:
+        return max(1, int(env))
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+class torch_threads:
+    """Context manager: run with `n` torch threads (default `pick_threads()`), then restore."""
+
+    def __init__(self, n: int | None = None):
+        self.n = n
+
+    def __enter__(self) -> int:
+        import torch
+
+        self.old = torch.get_num_threads()
+        n = self.n or pick_threads()
+        torch.set_num_threads(n)
+        return n
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
+def testbed_cache_dir() -> Path:
+    from ..models import cache_dir
+
+    return cache_dir() / "testbed"
+
+
+# -- model ------------------------------------------------------------------------------------------
+def make_model(tokenizer: Any, size: ModelSize, seed: int):
+    """A tiny Llama. Not Qwen2: for a directory whose config says qwen2, transformers 5's
+    AutoTokenizer swaps in its byte-level Qwen2Tokenizer and our word-level tokenizer is lost."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
+        max_position_embeddings=size.max_positions, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.eos_token_id
+    return model
+
+
+# -- SFT data -----------------------------------------------------------------------------------------
+def packed_batches(tokenizer: Any, cfg: ToyConfig, chunk: int = 512) -> Iterator[tuple[Any, Any]]:
+    """Endless (input, label) batches of `cfg.batch` x `cfg.block` tokens, packed from fresh traces.
+
+    Documents (prompt + completion + EOS) are concatenated with no attention masking across them
+    (the leading EOS of each prompt marks the boundary, as at inference). The loss covers only the
+    completion and its stop EOS: the question's digits are random, nothing to learn there. In the
+    `finish_frac` finish-from-a-cut documents it covers only the box after the forced `</think>`.
+    """
+    import torch
+
+    think_id = tokenizer.convert_tokens_to_ids("<think>")
+    close_id = tokenizer.convert_tokens_to_ids("</think>")
+    tasks = iter_tasks(cfg.levels, seed=cfg.seed, weights=cfg.level_weights)
+    rng = random.Random(f"rearl-testbed-sft:{cfg.seed}")
+    backend = tokenizer.backend_tokenizer
+    ids: list[int] = []
+    labels: list[int] = []
+    need = cfg.batch * (cfg.block + 1)
+    while True:
+        while len(ids) < need:
+            docs, finish = [], []
+            for _ in range(chunk):
+                tr = make_trace(next(tasks), rng)
+                finish.append(rng.random() < cfg.finish_frac)
+                docs.append(finish_document(tr, rng) if finish[-1] else tr.document)
+            for enc, fin in zip(backend.encode_batch(docs, add_special_tokens=False), finish):
+                d = enc.ids
+                # the prompt ends with "<think>" "\n"; a finish document's box follows "</think>" "\n" "\n"
+                start = d.index(close_id) + 3 if fin else d.index(think_id) + 2
+                ids.extend(d)
+                labels.extend([-100] * start + d[start:])
+        x = torch.tensor(ids[:need]).view(cfg.batch, cfg.block + 1)
+        y = torch.tensor(labels[:need]).view(cfg.batch, cfg.block + 1)
+        del ids[:need], labels[:need]
+        yield x[:, :-1], y[:, 1:]
+
+
+def lr_at(cfg: ToyConfig, step: int, frac: float) -> float:
+    """Warmup, then constant, then linear decay to `final_lr_frac` over the last `decay_frac` of the
+    budget (`frac` = share of it used). A high LR held longer gets through the lookup transition
+    sooner than a decay that starts at once."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    into_decay = (min(1.0, frac) - (1.0 - cfg.decay_frac)) / cfg.decay_frac
+    return cfg.lr * (1.0 - (1.0 - cfg.final_lr_frac) * max(0.0, into_decay))
+
+
+def sft(model: Any, tokenizer: Any, cfg: ToyConfig, progress: bool = True,
+        max_steps: int | None = None) -> dict[str, Any]:
+    """Train on `cfg.sft_tokens` tokens, or until `cfg.budget_minutes` run out; returns a log."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    budget = cfg.budget_minutes * 60.0
+    total_steps = max(1, cfg.sft_tokens // (cfg.batch * cfg.block))
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    batches = packed_batches(tokenizer, cfg)
+    curve: list[tuple[int, float]] = []
+    t0 = time.monotonic()
+    step = tokens = 0
+    ema = None
+    cut = False
+    bar = tqdm(total=total_steps, unit="step", desc="toy LRM SFT", disable=not progress)
+    try:
+        while step < total_steps:
+            elapsed = time.monotonic() - t0
+            if elapsed >= budget:
+                cut = True
+                break
+            x, y = next(batches)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, max(step / total_steps, elapsed / budget))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(input_ids=x).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            tokens += x.numel()
+            lv = float(loss.detach())
+            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+            if step % 25 == 0 or step == 1:
+                curve.append((step, round(ema, 4)))
+            now = time.monotonic() - t0
+            bar.set_postfix_str(f"loss {ema:.3f} {tokens / max(now, 1e-9):.0f} tok/s", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    model.eval()
+    seconds = time.monotonic() - t0
+    return {"steps": step, "planned_steps": total_steps, "cut_by_time_cap": cut, "tokens": tokens,
+            "seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / max(seconds, 1e-9)), "final_loss": round(ema or float("nan"), 4),
+            "loss_curve": curve}
+
+
+# -- the cached build ----------------------------------------------------------------------------------
+def is_built(path: Path) -> bool:
+    return (Path(path) / COMPLETE).exists()
+
+
+def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes: float | None = None,
+                  sft_tokens: int | None = None, seed: int = 0, quick: bool = False,
+                  config: ToyConfig | None = None, force: bool = False, progress: bool = True,
+                  probe_per_level: int | None = None) -> Path:
+    """Train (once) and return the directory of the toy overthinking LRM (model + tokenizer).
+
+    `cache_dir` defaults to `rearl.models.cache_dir() / "testbed"`; the entry is named after the
+    configuration's hash, so changing any setting trains a new model. SFT runs on `sft_tokens`
+    tokens (default 9M: ~16 min on an idle 2-core CPU) unless `budget_minutes` of SFT run out
+    first. `quick` builds a small model in about a minute (for tests; it is not accurate).
+    `config` overrides everything else. The finished build is loaded back and probed: greedy
+    accuracy by level on `probe_per_level` problems each (default 10, quick 2; 0 skips), stored in
+    its `testbed.json` under "probe".
+    """
+    if config is None:
+        config = quick_config(seed) if quick else ToyConfig(seed=seed)
+        if budget_minutes is not None:
+            config = replace(config, budget_minutes=float(budget_minutes))
+        if sft_tokens is not None:
+            config = replace(config, sft_tokens=int(sft_tokens))
+    root = Path(cache_dir) if cache_dir is not None else testbed_cache_dir()
+    target = root / config.dirname()
+    if is_built(target) and not force:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        if probe_per_level is None:
+            probe_per_level = 2 if config.quick else 10
+        _build_into(tmp, config, progress, probe_per_level)
+        if target.exists():
+            if is_built(target) and not force:  # another process finished first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+                return target
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int = 0) -> None:
+    from ..io import write_json_atomic
+    from .tasks import make_tasks
+
+    t0 = time.monotonic()
+    corpus_tasks = make_tasks(cfg.tokenizer_corpus, cfg.levels, seed=cfg.seed + 10_000)
+    tokenizer = train_tokenizer([t.document for t in make_traces(corpus_tasks, seed=cfg.seed + 10_000)])
+    model = make_model(tokenizer, cfg.size, cfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    with torch_threads() as threads:
+        log = sft(model, tokenizer, cfg, progress=progress)
+    model = model.float()
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    meta = {
+        "config": asdict(cfg),
+        "levels": level_table(),
+        "vocab_size": len(tokenizer),
+        "parameters": n_params,
+        "sft": log,
+        "build_seconds": round(time.monotonic() - t0, 1),
+        "torch_threads": threads,
+    }
+    if probe_per_level > 0:
+        # Load back from disk (what every user does) and score a few greedy answers: a build that
+        # did not learn the task says so in its metadata instead of surprising the next stage.
+        meta["probe"] = probe(out, probe_per_level, cfg.levels)
+    write_json_atomic(out / META, meta)
+    (out / COMPLETE).write_text(f"{cfg.dirname()}\n")
+
+
+def probe(path: str | os.PathLike, per_level: int, levels: Sequence[int] = tuple(LEVELS)) -> dict[str, Any]:
+    """Greedy accuracy (%) by level on `per_level` fresh problems each (seed 777)."""
+    from .stats import sample_records, summarize
+    from .tasks import make_tasks
+
+    tasks = make_tasks(per_level * len(levels), levels, seed=777)
+    with torch_threads():
+        recs = sample_records(str(path), tasks, temperature=0.0, max_new_tokens=480, batch_size=len(tasks),
+                              no_check=False, progress=False)
+    return {k: v["accuracy"] for k, v in summarize(recs).items()} | {"per_level": per_level}
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(path) / META).read_text())

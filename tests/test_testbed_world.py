@@ -1,0 +1,295 @@
+"""The CPU testbed's toy world: tasks, traces, tokenizer, chat template, toy LRM build and stats."""
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from rearl.answers import extract_answer
+from rearl.reflection import count_reflections
+from rearl.testbed import tasks as T
+from rearl.testbed import traces as R
+from rearl.testbed import toy_model as M
+from rearl.text import ThinkTags, segment, split_think
+
+
+@pytest.fixture(scope="module")
+def traces():
+    return R.make_traces(T.make_tasks(400, seed=7), seed=7)
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory, traces):
+    """A saved tokenizer beside a tiny untrained Llama: what AutoTokenizer sees in a real build."""
+    d = tmp_path_factory.mktemp("toy-tok")
+    tok = M.train_tokenizer([t.document for t in traces[:200]])
+    M.make_model(tok, M.ModelSize(hidden=32, intermediate=64, layers=1, heads=2), seed=0).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok(toy_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(toy_dir))
+
+
+# -- tasks --------------------------------------------------------------------------------------------
+def test_tasks_are_seeded_correct_and_graded():
+    a = T.make_tasks(200, seed=3)
+    assert a == T.make_tasks(200, seed=3)
+    assert a != T.make_tasks(200, seed=4)
+    assert [t.level for t in a[:8]] == [1, 2, 3, 4, 1, 2, 3, 4]  # levels take turns: any prefix is balanced
+    for t in a:
+        lv = T.LEVELS[t.level]
+        assert len(t.operands) == lv.operands and all(len(str(x)) == lv.digits for x in t.operands)
+        assert t.answer == str(sum(t.operands))
+        assert T.parse_problem(t.problem) == t.operands
+        assert T.level_of(t.operands) == t.level
+    # a prefix of a longer run is the shorter run ("unlimited" and stable)
+    assert T.make_tasks(50, seed=3) == a[:50]
+    w = T.make_tasks(400, levels=(1, 4), seed=0, weights=(0.1, 0.9))
+    assert {t.level for t in w} == {1, 4} and sum(t.level == 4 for t in w) > 300
+    assert T.EASY == (1, 2) and T.HARD == (3, 4)
+    with pytest.raises(ValueError):
+        T.make_tasks(1, levels=(9,))
+
+
+def test_hinted_numbers_round_trip():
+    assert T.hinted(731) == "c7 b3 a1" and T.hinted(731, 1) == "yc7 yb3 ya1"
+    assert T.unhint("c7 b3 a1") == T.unhint("xc7 xb3 xa1") == 731
+    assert T.format_problem((12, 345)) == "xb1 xa2 + yc3 yb4 ya5"
+    assert T.parse_problem("Please reason.\n\nQuestion: xb1 xa2 + yb3 ya4 = ?") == (12, 34)
+    for bad in ("b1 c2", "731", "a1 b2", "xb1 ya2"):
+        with pytest.raises(ValueError):
+            T.unhint(bad)
+
+
+def test_write_jsonl_rows_for_rearl_loaders(tmp_path):
+    from rearl.io import read_jsonl
+    from rearl.traces import gold_from_field
+
+    tasks = T.make_tasks(6, seed=1)
+    p = T.write_jsonl(tasks, tmp_path / "toy.jsonl")
+    rows = [r for _, r in read_jsonl(p)]
+    assert [r["problem"] for r in rows] == [t.problem for t in tasks]
+    assert [gold_from_field(r["answer"]) for r in rows] == [t.answer for t in tasks]
+    assert [r["level"] for r in rows] == [t.level for t in tasks]
+    assert len({r["id"] for r in rows}) == 6
+
+
+# -- traces -------------------------------------------------------------------------------------------
+def test_column_addition_is_exact_and_slips_are_wrong():
+    rng = random.Random(0)
+    for _ in range(500):
+        ops = [rng.randint(1, 9999) for _ in range(rng.randint(2, 4))]
+        assert R.add_columns(ops).value == sum(ops)
+        assert R.add_columns(ops, reverse=True).value == sum(ops)
+        c = R.add_columns(ops, slip=1.0, rng=rng)
+        assert (c.value == sum(ops)) == (not c.slipped)  # a forgotten carry always shows in the sum
+    c = R.add_columns([78, 57])
+    assert c.lines == ["a : xa8 + ya7 = 15 , write 5 carry 1 .", "b : xb7 + yb5 + 1 = 13 , write 3 carry 1 .",
+                       "c : 1 = 1 , write 1 carry 0 ."]
+    assert R.add_columns([78, 57], reverse=True).lines[1] == "b : yb5 + xb7 + 1 = 13 , write 3 carry 1 ."
+    assert c.hinted == "c1 b3 a5"
+
+
+def test_trace_format(traces):
+    by_level = {}
+    for tr in traces:
+        lv = T.LEVELS[tr.task.level]
+        by_level.setdefault(tr.task.level, []).append(tr)
+        s = split_think(tr.text)
+        assert s.closed and s.n_close_tags == 1 and "<think>" not in tr.text
+        assert tr.text.endswith(f"\\boxed{{{tr.task.answer}}}")
+        assert extract_answer(tr.text).answer == tr.task.answer
+        stmts = R.answer_statements(s.think)
+        assert stmts[0].value == tr.first_answer and stmts[-1].value == int(tr.task.answer)
+        assert lv.echoes[0] <= tr.n_echoes <= lv.echoes[1]
+        assert tr.checked == lv.hard
+        if not lv.hard:
+            assert not tr.slipped and tr.first_answer == int(tr.task.answer)
+        assert (tr.first_answer != int(tr.task.answer)) == tr.slipped
+        if tr.slipped:
+            assert "does not match" in tr.text and f"The correct answer is {tr.task.answer} ." in tr.text
+        # after the first correct statement: one reflection per echo, plus the check's "Wait" (first pass
+        # right) or its "But ... does not match" (first pass wrong: the check states the first correct one)
+        good = next(x for x in stmts if str(x.value) == tr.task.answer)
+        after = count_reflections(s.think[good.end :])
+        assert after == tr.n_echoes + tr.checked
+        assert count_reflections(s.think[: stmts[0].end]) == 0  # the first pass never reflects
+    # easy levels overthink: >= 2 redundant reflections after the (always correct) first answer
+    for lv in T.EASY:
+        assert min(t.n_echoes for t in by_level[lv]) >= 2
+    # hard levels' first pass slips often enough for the check to matter
+    for lv in T.HARD:
+        rate = sum(t.slipped for t in by_level[lv]) / len(by_level[lv])
+        assert 0.2 < rate < 0.7
+
+
+def test_finish_documents_box_the_last_stated_answer(traces):
+    rng = random.Random(0)
+    seen_wrong = False
+    for tr in traces[:200]:
+        doc = R.finish_document(tr, rng)
+        prompt = R.prompt_text(tr.task.problem)
+        assert doc.startswith(prompt) and doc.endswith("<eos>") and doc.count("</think>") == 1
+        body = doc[len(prompt) : -len("<eos>")]
+        think = split_think(body).think
+        assert tr.text.startswith(think)  # a prefix of the trace, cut at a line end
+        stmts = R.answer_statements(think)
+        assert stmts and extract_answer(body).answer == str(stmts[-1].value)
+        seen_wrong |= stmts[-1].value != int(tr.task.answer)  # a slipped first pass keeps its wrong answer
+    assert seen_wrong
+
+
+def test_prompt_and_document(traces):
+    tr = traces[0]
+    assert R.prompt_text(tr.task.problem) == f"<eos>Q : {tr.task.problem} = ?\n<think>\n"
+    assert tr.document == R.prompt_text(tr.task.problem) + tr.text + "<eos>"
+
+
+# -- tokenizer ----------------------------------------------------------------------------------------
+def test_tokenizer_round_trip_and_tags(tok, traces):
+    from transformers import PreTrainedTokenizerFast
+
+    assert isinstance(tok, PreTrainedTokenizerFast)
+    assert tok.eos_token == "<eos>" and tok.pad_token == "<pad>" and tok.padding_side == "left"
+    tags = ThinkTags.from_tokenizer(tok)
+    assert tags.open_id is not None and tags.close_id is not None
+    for tr in traces:
+        ids = tok(tr.document, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids) == tr.document  # exact, spaces and all
+        comp = tok(tr.text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(comp) == tr.text
+        assert tags.close_id in comp and tags.open_id not in comp
+    # one token per digit: a number is a digit plus glued continuation digits
+    assert tok.tokenize("answer is 22106 .") == ["answer", "is", "2", "##2", "##1", "##0", "##6", "."]
+    assert tok("So the")["input_ids"] == tok("So the", add_special_tokens=False)["input_ids"]  # no BOS added
+
+
+def test_decoded_answers_verify(tok, traces, pool):
+    from rearl.verify import check_completions
+
+    sample = traces[:60]
+    texts = [tok.decode(tok(t.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for t in sample]
+    assert all(split_think(x).closed for x in texts)
+    assert all(extract_answer(x).answer == t.task.answer for x, t in zip(texts, sample))
+    assert all(check_completions(texts, [t.task.answer for t in sample], pool=pool))
+    wrong = [str(int(t.task.answer) + 1) for t in sample]
+    assert not any(check_completions(texts, wrong, pool=pool))
+
+
+def test_paragraphs_separate_answer_and_rechecks(tok, traces):
+    for tr in traces[:120]:
+        seg = segment(tok, text=tr.text)
+        parts = split_think(tr.text).think.strip().split("\n\n")
+        # every blank-line part (first pass, check, each echo) closes its own paragraph
+        assert len(seg.paragraphs) == len(parts) == 1 + tr.checked + tr.n_echoes
+        assert [p.text for p in seg.paragraphs] == [x.strip() for x in parts]
+        assert all(p.n_tokens >= 32 for p in seg.paragraphs)
+        assert R.answer_statements(seg.paragraphs[0].text)[0].value == tr.first_answer
+        for p in seg.paragraphs[1 + tr.checked :]:
+            assert count_reflections(p.text) == 1  # each echo is one reflection
+
+
+def test_chat_template_raw_and_wrapped(tok):
+    from rearl.prompts import math_messages, policy_prompt_ids
+
+    problem = "xc1 xb2 xa3 + yc4 yb5 ya6"
+    want = R.prompt_text(problem)
+    raw = tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True)
+    wrapped = tok.apply_chat_template(math_messages(problem), tokenize=False, add_generation_prompt=True)
+    with_q = tok.apply_chat_template([{"role": "user", "content": problem + " = ?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    assert raw == wrapped == with_q == want
+    assert policy_prompt_ids(tok, problem) == tok(want, add_special_tokens=False)["input_ids"]
+    full = tok.apply_chat_template([{"role": "user", "content": problem}, {"role": "assistant", "content": "x"}],
+                                   tokenize=False)
+    assert full == want + "x<eos>"
+
+
+# -- stats on a known completion ----------------------------------------------------------------------
+def test_analyse_reference_traces(tok, traces):
+    from rearl.testbed.stats import analyse, summarize
+
+    recs = []
+    for tr in traces[:40]:
+        ids = tok(tr.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rec, cut = analyse(tok, tr.task, ids, finished=True, correct=True)
+        recs.append(rec)
+        assert rec.first_answer == tr.first_answer
+        assert rec.reflections_after == tr.n_echoes + tr.checked
+        assert 0 < rec.tokens_after < rec.think_tokens
+        # the cut keeps exactly the first pass: its last token is the " ." closing the answer line
+        kept = tok.decode(ids[:cut])
+        assert kept.endswith(f"the answer is {tr.first_answer} .") and count_reflections(kept) == 0
+    table = summarize(recs)
+    assert table["all"]["n"] == 40 and table["L1"]["reflections_after_first_correct"] >= 2
+
+
+# -- the toy LRM build -----------------------------------------------------------------------------------
+def _tiny_config():
+    return replace(M.quick_config(seed=1), size=M.ModelSize(hidden=32, intermediate=64, layers=1, heads=2),
+                   sft_tokens=20_000, tokenizer_corpus=300, block=128)
+
+
+def test_tiny_build_loads_generates_and_is_cached(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rearl.backends import HFPolicy
+    from rearl.prompts import policy_prompt_ids
+
+    cfg = _tiny_config()
+    p = M.build_toy_lrm(tmp_path, config=cfg, progress=False)
+    assert M.is_built(p) and p.parent == tmp_path
+    assert [x.name for x in tmp_path.iterdir()] == [p.name]  # no temp dirs left behind
+    meta = M.load_meta(p)
+    assert meta["config"]["seed"] == 1 and meta["sft"]["tokens"] >= 20_000 - 128 * 8
+    assert set(meta["probe"]) == {"L1", "L2", "L3", "L4", "all", "per_level"}
+    tok = AutoTokenizer.from_pretrained(str(p))
+    model = AutoModelForCausalLM.from_pretrained(str(p))
+    assert model.config.model_type == "llama" and model.config.eos_token_id == tok.eos_token_id
+    assert tok.decode(tok("So the answer is 105 .")["input_ids"]) == "So the answer is 105 ."
+    pol = HFPolicy(str(p), batch_size=4)
+    gens = pol.generate([policy_prompt_ids(pol.tokenizer, t.problem) for t in T.make_tasks(3)], max_new_tokens=8,
+                        temperature=0.6, seed=0)
+    assert len(gens) == 3 and all(0 < len(g.ids) <= 8 for g in gens)
+    # a second call reuses the build (no training: it would change the mtime of the marker)
+    mtime = (p / M.COMPLETE).stat().st_mtime_ns
+    assert M.build_toy_lrm(tmp_path, config=cfg, progress=False) == p
+    assert (p / M.COMPLETE).stat().st_mtime_ns == mtime
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    def boom(out, cfg, progress, probe_per_level):
+        (out / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M, "_build_into", boom)
+    with pytest.raises(KeyboardInterrupt):
+        M.build_toy_lrm(tmp_path, config=_tiny_config(), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_key_names_the_cache_entry():
+    a, b = M.ToyConfig(), M.ToyConfig(seed=1)
+    assert a.dirname() != b.dirname() and a.dirname() == M.ToyConfig().dirname()
+    assert M.quick_config().dirname().startswith("toy-lrm-quick-s0-")
+    assert M.testbed_cache_dir().name == "testbed"
+
+
+@pytest.mark.slow
+def test_quick_build_learns_the_format(tmp_path):
+    """The real quick mode (~1-2 min): the model writes think tags, re-checks and a box."""
+    from rearl.testbed.stats import sample_records, summarize
+
+    p = M.build_toy_lrm(tmp_path, quick=True, progress=False)
+    recs = sample_records(p, T.make_tasks(8, seed=99), temperature=0.0, max_new_tokens=400, batch_size=8,
+                          progress=False)
+    table = summarize(recs)
+    assert table["all"]["finished"] >= 50
+    assert table["all"]["mean_reflections"] >= 1
+    assert all("</think>" in r.text and "\\boxed{" in r.text for r in recs if r.finished)
