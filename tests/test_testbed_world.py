@@ -43,7 +43,8 @@ def test_tasks_are_seeded_correct_and_graded():
     assert [t.level for t in a[:8]] == [1, 2, 3, 4, 1, 2, 3, 4]  # levels take turns: any prefix is balanced
     for t in a:
         lv = T.LEVELS[t.level]
-        assert len(t.operands) == lv.operands and all(len(str(x)) == lv.digits for x in t.operands)
+        lens = [len(str(x)) for x in t.operands]
+        assert len(lens) == lv.operands and lv.digits[0] <= min(lens) and max(lens) == lv.digits[1]
         assert t.answer == str(sum(t.operands))
         assert T.parse_problem(t.problem) == t.operands
         assert T.level_of(t.operands) == t.level
@@ -52,6 +53,8 @@ def test_tasks_are_seeded_correct_and_graded():
     w = T.make_tasks(400, levels=(1, 4), seed=0, weights=(0.1, 0.9))
     assert {t.level for t in w} == {1, 4} and sum(t.level == 4 for t in w) > 300
     assert T.EASY == (1, 2) and T.HARD == (3, 4)
+    # layouts vary within a level (no fixed distance between a digit and the line that reads it)
+    assert len({tuple(len(str(x)) for x in t.operands) for t in a if t.level == 4}) > 3
     with pytest.raises(ValueError):
         T.make_tasks(1, levels=(9,))
 
@@ -223,11 +226,25 @@ def test_analyse_reference_traces(tok, traces):
         assert rec.first_answer == tr.first_answer
         assert rec.reflections_after == tr.n_echoes + tr.checked
         assert 0 < rec.tokens_after < rec.think_tokens
+        assert rec.reads > 0 and rec.read_errors == 0 and rec.columns > 0 and rec.sum_errors == 0
         # the cut keeps exactly the first pass: its last token is the " ." closing the answer line
         kept = tok.decode(ids[:cut])
         assert kept.endswith(f"the answer is {tr.first_answer} .") and count_reflections(kept) == 0
     table = summarize(recs)
     assert table["all"]["n"] == 40 and table["L1"]["reflections_after_first_correct"] >= 2
+    assert table["all"]["digit_read_error"] == 0 == table["all"]["column_sum_error"]
+
+
+def test_column_errors_separate_reading_from_adding():
+    from rearl.testbed.stats import column_errors
+
+    ops = (78, 57)
+    good = "a : xa8 + ya7 = 15 , write 5 carry 1 .\nb : xb7 + yb5 + 1 = 13 , write 3 carry 1 ."
+    assert column_errors(good, ops) == (4, 0, 2, 0)
+    misread = good.replace("xa8 + ya7 = 15", "xa1 + ya7 = 8")  # wrong digit, right sum of what it read
+    assert column_errors(misread, ops) == (4, 1, 2, 0)
+    misadded = good.replace("= 13", "= 14")
+    assert column_errors(misadded, ops) == (4, 0, 2, 1)
 
 
 # -- the toy LRM build -----------------------------------------------------------------------------------

@@ -215,8 +215,8 @@ class VerifierPool:
                         try:
                             w.send(next_id, gold, pred)
                         except OSError:
+                            spawn()  # replacement first: a caller woken by the result sees a full pool
                             retire(w, VerifyResult(False, error="worker died"))
-                            spawn()
                             break
                 now = time.monotonic()
                 deadlines = [w.task[2] for w in workers if w.task is not None]
@@ -237,14 +237,15 @@ class VerifierPool:
                     if msgs is None:
                         if not w.ready:
                             self._startup_failures += 1
-                        retire(w, VerifyResult(False, error="worker died"))
                         self.stats["died"] += 1
-                        if self._startup_failures >= 3 and not any(x.ready for x in workers):
+                        if self._startup_failures >= 3 and not any(x.ready for x in workers if x is not w):
+                            retire(w, VerifyResult(False, error="worker died"))
                             raise RuntimeError(
                                 f"verifier workers cannot start ({self._python} -m rearl._verify_worker exits); "
                                 "check that math-verify is installed"
                             )
                         spawn()
+                        retire(w, VerifyResult(False, error="worker died"))
                         continue
                     for m in msgs:
                         if m.get("ready"):
@@ -260,9 +261,9 @@ class VerifierPool:
                 now = time.monotonic()
                 for w in list(workers):
                     if w.task is not None and now >= w.task[2]:
-                        retire(w, VerifyResult(False, timeout=True, error=f"timeout after {self.timeout:g}s"))
                         self.stats["timeouts"] += 1
                         spawn()
+                        retire(w, VerifyResult(False, timeout=True, error=f"timeout after {self.timeout:g}s"))
                     elif not w.ready and now >= w.started + _STARTUP_LIMIT:
                         retire(w, None)
                         spawn()

@@ -16,11 +16,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import re
+
 from ..reflection import count_reflections
 from ..text import split_think
 from ..tokens import TokenizedText
-from .tasks import Task
+from .tasks import OPERANDS, PLACES, Task
 from .traces import THINK_CLOSE, answer_statements
+
+_COLUMN = re.compile(r"^[a-h] : (.*) = (\d+) , write", re.M)
 
 
 @dataclass
@@ -38,11 +42,36 @@ class Record:
     first_correct_at: int | None  # thinking tokens up to the end of the first correct statement
     reflections_after: int | None  # reflections after the first correct statement (in the thinking)
     tokens_after: int | None  # thinking tokens after it
+    read_errors: int = 0  # tagged digits in the column lines that differ from the question's
+    reads: int = 0
+    sum_errors: int = 0  # column lines whose stated sum is not the sum of their own terms
+    columns: int = 0
     no_check_correct: bool | None = None
 
     @property
     def first_answer_correct(self) -> bool:
         return self.first_answer is not None and str(self.first_answer) == self.answer
+
+
+def column_errors(text: str, operands: Sequence[int]) -> tuple[int, int, int, int]:
+    """(reads, read errors, column lines, sum errors) over every column line of a completion.
+
+    Separates the two skills the model needs: copying the right digit (a lookup) and adding.
+    """
+    truth = {OPERANDS[k] + PLACES[i]: int(ch) for k, x in enumerate(operands) for i, ch in enumerate(reversed(str(x)))}
+    reads = bad_reads = lines = bad_sums = 0
+    for m in _COLUMN.finditer(text):
+        total = 0
+        for term in m.group(1).split(" + "):
+            if term[:2] in truth and term[2:].isdigit():
+                reads += 1
+                bad_reads += int(term[2:]) != truth[term[:2]]
+                total += int(term[2:])
+            elif term.isdigit():
+                total += int(term)
+        lines += 1
+        bad_sums += total != int(m.group(2))
+    return reads, bad_reads, lines, bad_sums
 
 
 def analyse(tokenizer: Any, task: Task, ids: Sequence[int], finished: bool, correct: bool) -> tuple[Record, int | None]:
@@ -63,6 +92,7 @@ def analyse(tokenizer: Any, task: Task, ids: Sequence[int], finished: bool, corr
         reflections_after=count_reflections(text[good.end : split.think_end]) if good else None,
         tokens_after=max(0, think_end_tok - tt.tokens_ending_by(good.end)) if good else None,
     )
+    rec.reads, rec.read_errors, rec.columns, rec.sum_errors = column_errors(split.think, task.operands)
     return rec, (tt.tokens_ending_by(first.end) if first else None)
 
 
@@ -152,6 +182,8 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
             "has_correct_statement": pct(lambda r: r.first_correct_at is not None),
             "reflections_after_first_correct": _mean([r.reflections_after for r in rs]),
             "tokens_after_first_correct": _mean([r.tokens_after for r in rs]),
+            "digit_read_error": round(100.0 * sum(r.read_errors for r in rs) / max(1, sum(r.reads for r in rs)), 2),
+            "column_sum_error": round(100.0 * sum(r.sum_errors for r in rs) / max(1, sum(r.columns for r in rs)), 2),
             "share_after_first_correct": _mean(
                 [r.tokens_after / r.think_tokens for r in rs if r.tokens_after is not None and r.think_tokens]
             ),

@@ -9,6 +9,11 @@ run (measured here: 98% then 5% accuracy from two builds that differed only in t
 With a tag per digit the lookup is a plain copy of the token after a matching tag, which small
 transformers learn early. Answers are plain integers, so rearl's verifier checks them as is.
 
+Operand lengths vary within a level. With fixed lengths every digit sits at the same distance
+from the line that reads it, and the model learnt one positional shortcut per (level, tag) rather
+than the lookup: a build read "xa" wrong on 90% of L4 problems, always as 8 or 1, and every other
+tag right. Varying layouts leave content matching as the only rule that works.
+
 Levels differ in operand count and length, and in how error-prone the trace's *first pass* is
 (`slip`, used by `traces`): easy levels never slip, so their re-checks are redundant; hard levels
 forget carries, so a real re-check is worth its tokens.
@@ -32,7 +37,7 @@ OPERANDS = "xyzuvw"  # the operand tags
 class Level:
     level: int
     operands: int
-    digits: int
+    digits: tuple[int, int]  # each operand has lo..hi digits, and at least one has hi
     slip: float  # per column with a carry in: chance the first pass forgets that carry
     echoes: tuple[int, int]  # redundant re-checks after the (checked) answer: uniform in [lo, hi]
 
@@ -42,13 +47,13 @@ class Level:
 
 
 # Easy levels (2 operands) are never wrong in their first pass and re-check by echoing; hard levels
-# (3 operands, carries up to 2) slip and re-check by recomputing. 3x4 digits is the hardest tier the
-# feasibility study suggests; 4x4 did not train in ~10 CPU minutes.
+# (3 operands, carries up to 2) slip and re-check by recomputing. 3 operands of up to 4 digits is
+# the hardest tier the feasibility study suggests; 4x4 did not train in ~10 CPU minutes.
 LEVELS: dict[int, Level] = {
-    1: Level(1, operands=2, digits=2, slip=0.0, echoes=(2, 4)),
-    2: Level(2, operands=2, digits=3, slip=0.0, echoes=(2, 4)),
-    3: Level(3, operands=3, digits=3, slip=0.25, echoes=(1, 2)),
-    4: Level(4, operands=3, digits=4, slip=0.25, echoes=(1, 2)),
+    1: Level(1, operands=2, digits=(1, 2), slip=0.0, echoes=(2, 4)),
+    2: Level(2, operands=2, digits=(2, 3), slip=0.0, echoes=(2, 4)),
+    3: Level(3, operands=3, digits=(2, 3), slip=0.25, echoes=(1, 2)),
+    4: Level(4, operands=3, digits=(3, 4), slip=0.25, echoes=(1, 2)),
 }
 EASY = tuple(k for k, v in LEVELS.items() if not v.hard)
 HARD = tuple(k for k, v in LEVELS.items() if v.hard)
@@ -106,16 +111,20 @@ def parse_problem(problem: str) -> tuple[int, ...]:
 
 
 def level_of(operands: Sequence[int]) -> int | None:
+    """The level a set of operands belongs to (operand count and longest operand decide)."""
+    n = [len(str(x)) for x in operands]
     for k, lv in LEVELS.items():
-        if len(operands) == lv.operands and all(len(str(x)) == lv.digits for x in operands):
+        lo, hi = lv.digits
+        if len(n) == lv.operands and max(n) == hi and min(n) >= lo:
             return k
     return None
 
 
 def make_task(rng: random.Random, level: int) -> Task:
     lv = LEVELS[level]
-    lo, hi = 10 ** (lv.digits - 1), 10**lv.digits - 1
-    ops = tuple(rng.randint(lo, hi) for _ in range(lv.operands))
+    lens = [rng.randint(*lv.digits) for _ in range(lv.operands)]
+    lens[rng.randrange(lv.operands)] = lv.digits[1]
+    ops = tuple(rng.randint(10 ** (n - 1), 10**n - 1) for n in lens)
     return Task(format_problem(ops), str(sum(ops)), level, ops)
 
 
