@@ -248,6 +248,31 @@ def test_column_errors_separate_reading_from_adding():
 
 
 # -- the toy LRM build -----------------------------------------------------------------------------------
+def test_sft_batches_are_whole_documents_from_position_zero(tok):
+    cfg = replace(M.ToyConfig(), finish_frac=0.5)
+    close = tok.convert_tokens_to_ids("</think>")
+    batches = M.doc_batches(tok, cfg, chunk=64)
+    rows = 0
+    for _ in range(4):
+        x, y, n_real = next(batches)
+        assert x.shape == y.shape and x.numel() <= cfg.batch * cfg.block
+        for xi, yi in zip(x.tolist(), y.tolist()):
+            rows += 1
+            assert xi[0] == tok.eos_token_id  # each row is one document, from its BOS
+            real = [t for t in xi if t != tok.pad_token_id]
+            # never a second document in a row: EOS only as BOS and as the stop token
+            assert tok.eos_token_id not in real[1:-1]
+            trained = [t for t in yi if t != -100]
+            assert trained[-1] == tok.eos_token_id  # the stop EOS is learnt (y is x shifted by one)
+            decoded = tok.decode(trained)
+            if decoded.startswith("\\boxed{"):  # a finish-from-a-cut document: only its box is learnt
+                assert close in xi and "</think>" not in decoded
+            else:
+                assert decoded.startswith("Let me add") and "</think>" in decoded
+    assert rows > 8
+
+
+
 def _tiny_config():
     return replace(M.quick_config(seed=1), size=M.ModelSize(hidden=32, intermediate=64, layers=1, heads=2),
                    sft_tokens=20_000, tokenizer_corpus=300, block=128)
@@ -264,7 +289,7 @@ def test_tiny_build_loads_generates_and_is_cached(tmp_path):
     assert M.is_built(p) and p.parent == tmp_path
     assert [x.name for x in tmp_path.iterdir()] == [p.name]  # no temp dirs left behind
     meta = M.load_meta(p)
-    assert meta["config"]["seed"] == 1 and meta["sft"]["tokens"] >= 20_000 - 128 * 8
+    assert meta["config"]["seed"] == 1 and meta["sft"]["steps"] == meta["sft"]["planned_steps"] == 19
     assert set(meta["probe"]) == {"L1", "L2", "L3", "L4", "all", "per_level"}
     tok = AutoTokenizer.from_pretrained(str(p))
     model = AutoModelForCausalLM.from_pretrained(str(p))
