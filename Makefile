@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SHARED  ?= $(abspath ../shared)
 
-.PHONY: install demo test test-fast bench llama-server clean
+.PHONY: install demo demo-quick demo-traces test test-fast bench llama-server clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the whole REA-RL story on the CPU testbed (toy LRM -> calibrate -> reflector ->
+# GRPO / GRPO+len / REA-RL -> eval -> report in runs/testbed/report/testbed.md). Stages are cached:
+# a rerun skips what is finished.
 demo: install
+	REARL_SHARED=$(SHARED) $(BIN)/rearl testbed run --out runs/testbed
+
+demo-quick: install
+	REARL_SHARED=$(SHARED) $(BIN)/rearl testbed run --quick --out runs/testbed-quick
+
+# Overthinking in real reasoning traces: where each trace already had its answer (oracle detector).
+demo-traces: install
 	$(BIN)/rearl detect --detector oracle \
 	    --input $(SHARED)/data/traces/deepscaler_1.5b_preview_aime24_budget8192.jsonl \
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \

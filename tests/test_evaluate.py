@@ -152,6 +152,36 @@ def test_bad_benchmark_file_names_file_line_and_field(tmp_path):
         list(load_benchmark("gsm8k", tmp_path))
 
 
+def test_jsonl_benchmark_file_is_named_after_its_stem_with_levels(tmp_path):
+    f = tmp_path / "toy_eval.jsonl"
+    f.write_text('{"id": "a", "problem": "1+1?", "answer": "2", "level": 1}\n'
+                 '{"question": "2+2?", "final_answer": "\\\\boxed{4}", "level": 2}\n')
+    recs = list(load_benchmark(str(f)))
+    assert [(r["id"], r["problem"], r["answer"], r["level"]) for r in recs] == [
+        ("toy_eval-a", "1+1?", "2", 1), ("toy_eval-2", "2+2?", "4", 2)]
+    jobs = plan(EvalConfig(benchmarks=[str(f)], n="auto"))
+    assert [j.key for j in jobs] == ["toy_eval:toy_eval-a:0", "toy_eval:toy_eval-2:0"]
+    assert [j.level for j in jobs] == [1, 2]
+
+
+def test_jsonl_benchmark_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": "x", "solution": "no gold"}\n')
+    with pytest.raises(DataError, match=r"mine.jsonl:2: no gold answer"):
+        list(load_benchmark(str(f)))
+    f.write_text('{"answer": "2"}\n')
+    with pytest.raises(DataError, match=r"mine.jsonl:1: no question field"):
+        list(load_benchmark(str(f)))
+    with pytest.raises(DataError, match="no such benchmark file"):
+        list(load_benchmark(str(tmp_path / "absent.jsonl")))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    with pytest.raises(ValueError, match="both be called mine"):
+        plan(EvalConfig(benchmarks=[str(f), str(tmp_path / "sub" / "mine.jsonl")]))
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        plan(EvalConfig(benchmarks=["gsm9k"]))
+
+
 # -- sampling, resume after a kill --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_policy(tiny_model_dir):

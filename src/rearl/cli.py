@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="sample math benchmarks, score them at token budgets (spec §6.3)")
     e.add_argument("--model", default="default", help="path, 'default' (embedded model) or an OpenAI-compatible server URL")
     e.add_argument("--benchmarks", default="gsm8k,math500,gaokao2023en,amc23,aime24",
-                   help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
+                   help=f"comma-separated: {', '.join(BENCHMARKS)}, or JSONL files of your own "
+                        "(problem/question, answer, optional level; named after the file)")
     e.add_argument("--out", required=True, help="run directory (resumable: a rerun continues)")
     e.add_argument("--n", default="auto", help="samples per problem; auto = 8 for AIME/AMC, 1 otherwise")
     e.add_argument("--max-tokens", type=int, default=16384, help="generation budget")
@@ -514,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=lambda a: (m.print_help(), 0)[1])
 
     _add_reflector(sub)
+
+    from .testbed.__main__ import add_subcommands as _testbed
+
+    tb = sub.add_parser("testbed", help="the CPU testbed: a toy overthinking LRM and the whole REA-RL story")
+    _testbed(tb.add_subparsers(dest="testbed_command"))
+    tb.set_defaults(func=lambda a: (tb.print_help(), 0)[1])
 
     v = sub.add_parser("verify", help="check one completion against a gold answer (exit 0 if correct)")
     v.add_argument("--gold", required=True)

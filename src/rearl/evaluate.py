@@ -96,7 +96,7 @@ def samples_per_problem(benchmark: str, n: int | str) -> int:
     from .benchmarks import BENCHMARKS
 
     if n == "auto":
-        return BENCHMARKS[benchmark].samples
+        return BENCHMARKS[benchmark].samples if benchmark in BENCHMARKS else 1
     try:
         k = int(n)
     except (TypeError, ValueError):
@@ -119,18 +119,24 @@ def resolve_budgets(cfg: EvalConfig) -> list[int]:
 
 def plan(cfg: EvalConfig) -> list[Job]:
     """Every sample the run needs, benchmark by benchmark, problem by problem."""
-    from .benchmarks import BENCHMARKS, load_benchmark
+    from .benchmarks import BENCHMARKS, benchmark_label, is_file_benchmark, load_benchmark
 
-    unknown = [b for b in cfg.benchmarks if b not in BENCHMARKS]
+    unknown = [b for b in cfg.benchmarks if b not in BENCHMARKS and not is_file_benchmark(b)]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)} "
+                         "or give JSONL paths")
+    labels = [benchmark_label(b) for b in dict.fromkeys(cfg.benchmarks)]
+    clash = sorted({x for x in labels if labels.count(x) > 1})
+    if clash:
+        raise ValueError(f"two benchmarks would both be called {', '.join(clash)}: rename one of the files")
     jobs = []
     for name in dict.fromkeys(cfg.benchmarks):
         n = samples_per_problem(name, cfg.n)
+        label = benchmark_label(name)
         for rec in load_benchmark(name, cfg.data_dir, cfg.limit):
             for k in range(n):
-                key = sample_key(name, rec["id"], k)
-                jobs.append(Job(key, name, rec["id"], k, rec["problem"], rec["answer"], rec.get("level"),
+                key = sample_key(label, rec["id"], k)
+                jobs.append(Job(key, label, rec["id"], k, rec["problem"], rec["answer"], rec.get("level"),
                                 derived_seed(cfg.seed, key)))
     return jobs
 
@@ -353,7 +359,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True, policy: Any = None, pool: A
     gen_s = time.perf_counter() - t0
     scores = score_samples(records, tok, budgets, think_in_prompt=run["think_in_prompt"], regex=cfg.regex,
                            extraction=cfg.extraction, pool=pool, progress=progress)
-    summary = summarize(scores, budgets, reference, order=list(dict.fromkeys(cfg.benchmarks)))
+    from .benchmarks import benchmark_label
+
+    summary = summarize(scores, budgets, reference, order=[benchmark_label(b) for b in dict.fromkeys(cfg.benchmarks)])
     summary["run"] = {**run, "out": str(out_dir), "benchmarks": list(dict.fromkeys(cfg.benchmarks)),
                       "limit": cfg.limit, "n": cfg.n, "regex": cfg.regex, "extraction": cfg.extraction}
     summary["reference"] = cfg.reference

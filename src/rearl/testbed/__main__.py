@@ -1,15 +1,87 @@
-"""`python -m rearl.testbed build|measure|tasks`: the toy world from a shell (no rearl CLI changes)."""
+"""`rearl testbed run|build|measure|tasks` (also `python -m rearl.testbed ...`): the toy world from a shell."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rearl.testbed")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def cmd_run(a: argparse.Namespace) -> int:
+    from .story import METHODS, StoryConfig, quick_config, run_story
+
+    methods = list(METHODS) if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    given = {k: v for k, v in dict(
+        out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate,
+        reflection_model=a.reflection_model, eval_per_level=a.eval_per_level, threads=a.threads,
+        toy_sft_tokens=a.toy_sft_tokens, toy_budget_minutes=a.toy_budget_minutes, toy_cache_dir=a.toy_cache_dir,
+        train_reflector=False if a.no_reflector else None,
+    ).items() if v is not None}
+    cfg = quick_config(**given) if a.quick else StoryConfig(**given)
+    res = run_story(cfg, progress=not a.no_progress)
+    print(f"\nreport: {cfg.out}/report/testbed.md")
+    for t in res["targets"]:
+        met = "-" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        val = "-" if t["measured"] is None else f"{t['measured']:.1f}"
+        print(f"  [{met:>6}] {t['target']}: {val}")
+    return 0
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from .toy_model import build_toy_lrm
+
+    print(build_toy_lrm(a.cache_dir, seed=a.seed, quick=a.quick, sft_tokens=a.sft_tokens,
+                        budget_minutes=a.budget_minutes, force=a.force))
+    return 0
+
+
+def cmd_measure(a: argparse.Namespace) -> int:
+    from .stats import format_table, measure
+    from .toy_model import torch_threads
+
+    with torch_threads():
+        res = measure(a.model, n_per_level=a.n_per_level, seed=a.seed, max_new_tokens=a.max_new_tokens,
+                      temperatures=[float(x) for x in a.temperatures.split(",")], batch_size=a.batch_size)
+    print(format_table(res))
+    if a.out:
+        from ..io import write_json_atomic
+
+        write_json_atomic(a.out, res)
+    return 0
+
+
+def cmd_tasks(a: argparse.Namespace) -> int:
+    from .tasks import make_tasks, write_jsonl
+
+    levels = [int(x) for x in a.levels.split(",")]
+    print(write_jsonl(make_tasks(a.n, levels, seed=a.seed), a.out))
+    return 0
+
+
+def add_subcommands(sub: Any) -> None:
+    """Register run/build/measure/tasks on an argparse subparsers object."""
+    r = sub.add_parser("run", help="the whole REA-RL story on the toy world: build, calibrate, reflector, "
+                                   "GRPO / GRPO+len / REA-RL, eval, report (stages cached)")
+    r.add_argument("--out", default=None, help="run directory (default runs/testbed; a rerun resumes)")
+    r.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
+    r.add_argument("--methods", default=None,
+                   help="comma-separated from grpo, grpo_len, rea_rl, rea_rl_no_reflection_model, "
+                        "rea_rl_no_reflection_reward, or 'all' (default: grpo,grpo_len,rea_rl)")
+    r.add_argument("--steps", type=int, default=None, help="RL steps per method")
+    r.add_argument("--learning-rate", type=float, default=None)
+    r.add_argument("--reflection-model", choices=["oracle", "trained"], default=None,
+                   help="REA-RL's reflection model: the oracle (default) or the SmolLM2 reflector trained here")
+    r.add_argument("--no-reflector", action="store_true", help="skip training the reflection model")
+    r.add_argument("--eval-per-level", type=int, default=None, help="held-out tasks per difficulty level")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--toy-sft-tokens", type=int, default=None, help="SFT tokens of the toy LRM")
+    r.add_argument("--toy-budget-minutes", type=float, default=None, help="wall-clock cap of the toy LRM's SFT")
+    r.add_argument("--toy-cache-dir", default=None)
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)
+
     b = sub.add_parser("build", help="train (once) the toy overthinking LRM and print its directory")
     b.add_argument("--cache-dir", default=None)
     b.add_argument("--seed", type=int, default=0)
@@ -17,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--sft-tokens", type=int, default=None)
     b.add_argument("--budget-minutes", type=float, default=None)
     b.add_argument("--force", action="store_true")
+    b.set_defaults(func=cmd_build)
     m = sub.add_parser("measure", help="accuracy, overthinking and no-check accuracy by level")
     m.add_argument("model")
     m.add_argument("--n-per-level", type=int, default=50)
@@ -25,36 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--batch-size", type=int, default=32)
     m.add_argument("--seed", type=int, default=1234)
     m.add_argument("--out", default=None, help="write the summary and records here (JSON)")
+    m.set_defaults(func=cmd_measure)
     t = sub.add_parser("tasks", help="write toy problems as JSONL (problem, answer, level)")
     t.add_argument("out")
     t.add_argument("--n", type=int, default=200)
     t.add_argument("--levels", default="1,2,3,4")
     t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_tasks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rearl.testbed")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_subcommands(sub)
     a = ap.parse_args(argv)
-
-    if a.cmd == "build":
-        from .toy_model import build_toy_lrm
-
-        print(build_toy_lrm(a.cache_dir, seed=a.seed, quick=a.quick, sft_tokens=a.sft_tokens,
-                            budget_minutes=a.budget_minutes, force=a.force))
-    elif a.cmd == "measure":
-        from .stats import format_table, measure
-        from .toy_model import torch_threads
-
-        with torch_threads():
-            res = measure(a.model, n_per_level=a.n_per_level, seed=a.seed, max_new_tokens=a.max_new_tokens,
-                          temperatures=[float(x) for x in a.temperatures.split(",")], batch_size=a.batch_size)
-        print(format_table(res))
-        if a.out:
-            from ..io import write_json_atomic
-
-            write_json_atomic(a.out, res)
-    else:
-        from .tasks import make_tasks, write_jsonl
-
-        levels = [int(x) for x in a.levels.split(",")]
-        print(write_jsonl(make_tasks(a.n, levels, seed=a.seed), a.out))
-    return 0
+    return a.func(a)
 
 
 if __name__ == "__main__":

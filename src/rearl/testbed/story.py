@@ -1,0 +1,539 @@
+"""`rearl testbed run`: the whole REA-RL story on the toy world, with rearl's real code paths.
+
+Stages, each cached in the run directory (a rerun skips what is finished and resumes the rest):
+
+1. `model`: build (or reuse) the toy overthinking LRM (`toy_model.build_toy_lrm`);
+2. `data`: held-out evaluation tasks by level, training tasks, calibration tasks (disjoint);
+3. `base_samples`: `rearl eval` of the base model on the calibration tasks at the training
+   temperature: the base responses that calibrate T and that the reflection model learns from;
+4. `calibrate`: T = p80 of thinking tokens per reflection (spec §5.4) over those responses;
+5. `reflector`: oracle labels (gold + verifier) on those responses, split by problem, SFT of the
+   embedded SmolLM2 (LoRA), and its quality report against the oracle (`rearl reflector`);
+6. `train/<method>`: GRPO, GRPO + length, REA-RL and its ablations with `rearl train` (configs
+   written as YAML next to each run), the same start, data, seed and budget for every method;
+7. `eval/<method>`: `rearl eval` of the base and of every trained policy on the held-out tasks;
+8. `report`: `rearl report` (paper table, plots) plus the testbed's own table: accuracy, tokens
+   and reflections by difficulty, overthinking after the first correct answer, and the issue's
+   targets checked one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .tasks import EASY, HARD, LEVELS, Task, make_tasks, write_jsonl
+from .traces import REVISION_SCAFFOLD
+
+# What each method changes on top of the shared settings; mirrors recipes/<model>/<method>.yaml.
+METHODS: dict[str, dict[str, Any]] = {
+    "grpo": {"revision": False, "length_reward": "none", "reflection_reward": False},
+    "grpo_len": {"revision": False, "length_reward": "kimi", "reflection_reward": False},
+    "rea_rl": {"revision": True, "length_reward": "refined", "reflection_reward": True},
+    "rea_rl_no_reflection_model": {"revision": False, "length_reward": "refined", "reflection_reward": True,
+                                   "zero_accuracy_groups": "keep"},
+    "rea_rl_no_reflection_reward": {"revision": True, "length_reward": "refined", "reflection_reward": False},
+}
+LABELS = {"base": "Base", "grpo": "GRPO", "grpo_len": "GRPO+len", "rea_rl": "REA-RL",
+          "rea_rl_no_reflection_model": "REA-RL w/o refl. model", "rea_rl_no_reflection_reward": "REA-RL w/o refl. reward"}
+
+
+@dataclass
+class StoryConfig:
+    """Options of `rearl testbed run` (defaults: the full story, about 30 minutes on 2 CPU cores)."""
+
+    out: str = "runs/testbed"
+    quick: bool = False  # a few-minute version: a small, inaccurate toy model and a handful of steps
+    seed: int = 0
+    methods: list[str] = field(default_factory=lambda: ["grpo", "grpo_len", "rea_rl"])
+    # toy model (see toy_model.ToyConfig); None = its defaults
+    toy_sft_tokens: int | None = None
+    toy_budget_minutes: float | None = None
+    toy_cache_dir: str | None = None
+    # RL: every method gets the same start, tasks, seed and number of prompts
+    steps: int = 100
+    prompts_per_step: int = 2
+    group_size: int = 4  # G policy samples per prompt (REA-RL adds G revisions: 2G rows, spec §4.3)
+    learning_rate: float = 1e-4
+    temperature: float = 1.0
+    max_tokens: int = 512  # generation budget (training and evaluation): the toy's traces fit in ~400
+    reflection_model: str = "oracle"  # REA-RL's reflection model: oracle | trained (the SmolLM2 reflector)
+    train_tasks: int = 4000
+    # the reflection model and the threshold are learnt from base responses on these many tasks
+    calibration_tasks: int = 160
+    train_reflector: bool = True
+    # what the reflection model learns from: the base model's responses ("base", as in the paper) or
+    # the generator's reference traces ("reference": for the quick model, whose answers are rarely right)
+    reflector_data: str = "base"
+    reflector_steps: int = 60
+    # evaluation
+    eval_per_level: int = 50
+    eval_temperature: float = 0.6
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def __post_init__(self):
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+        if self.reflector_data not in ("base", "reference"):
+            raise ValueError(f"reflector_data must be 'base' or 'reference', got {self.reflector_data!r}")
+        if self.reflection_model not in ("oracle", "trained"):
+            raise ValueError(f"reflection_model must be 'oracle' or 'trained', got {self.reflection_model!r}")
+        for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "train_tasks", "calibration_tasks",
+                     "eval_per_level"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def quick_config(**overrides: Any) -> StoryConfig:
+    """The few-minute story the end-to-end test runs (numbers mean nothing at this size)."""
+    base = dict(quick=True, steps=3, prompts_per_step=2, group_size=2, train_tasks=64, calibration_tasks=8,
+                reflector_steps=2, reflector_data="reference", eval_per_level=2, max_tokens=384)
+    return StoryConfig(**{**base, **overrides})
+
+
+# -- stage bookkeeping -----------------------------------------------------------------------------------
+class Stages:
+    """Runs stages once: a stage is done when its marker file exists; timings go to stages.json."""
+
+    def __init__(self, out: Path, log: Callable[[str], None]):
+        self.out = out
+        self.log = log
+        self.path = out / "stages.json"
+        self.record: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, name: str, marker: Path, fn: Callable[[], Any]) -> Any:
+        from ..io import write_json_atomic
+
+        if marker.exists():
+            self.log(f"[testbed] {name}: done before, skipped ({marker})")
+            return None
+        self.log(f"[testbed] {name} ...")
+        t0 = time.monotonic()
+        res = fn()
+        sec = round(time.monotonic() - t0, 1)
+        self.record[name] = {"seconds": sec, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json_atomic(self.path, self.record)
+        self.log(f"[testbed] {name}: {sec:.0f} s")
+        return res
+
+
+# -- data --------------------------------------------------------------------------------------------
+def make_data(cfg: StoryConfig, d: Path) -> None:
+    """Evaluation tasks (levels in turn), then training and calibration tasks that share no problem with them."""
+    levels = tuple(LEVELS)
+    evals = make_tasks(cfg.eval_per_level * len(levels), levels, seed=cfg.seed + 20_000)
+    seen = {t.problem for t in evals}
+    pool = make_tasks(3 * (cfg.train_tasks + cfg.calibration_tasks) + 100, levels, seed=cfg.seed + 30_000)
+    fresh = []
+    for t in pool:
+        if t.problem not in seen:
+            seen.add(t.problem)
+            fresh.append(t)
+    if len(fresh) < cfg.train_tasks + cfg.calibration_tasks:
+        raise RuntimeError("could not draw enough distinct toy problems")
+    write_jsonl(fresh[: cfg.calibration_tasks], d / "calibration.jsonl", prefix="calib")
+    write_jsonl(fresh[cfg.calibration_tasks : cfg.calibration_tasks + cfg.train_tasks], d / "train.jsonl", prefix="train")
+    write_jsonl(evals, d / "eval.jsonl", prefix="eval")  # last: it marks the stage done
+
+
+def _eval_config(cfg: StoryConfig, model: str, out: Path, data: Path, *, temperature: float, n: int = 1,
+                 reference: Path | None = None):
+    from ..evaluate import EvalConfig
+
+    return EvalConfig(model=model, out=str(out), benchmarks=[str(data)], n=n, max_tokens=cfg.max_tokens,
+                      budgets=[cfg.max_tokens], temperature=temperature, top_p=1.0 if temperature >= 1 else 0.95,
+                      seed=cfg.seed, batch_size=32, threads=cfg.threads,
+                      reference=str(reference) if reference else None)
+
+
+def write_trace_file(samples_dir: Path, data: Path, out: Path) -> int:
+    """Base samples as a traces file (id, problem, answer, response) for calibration and labelling."""
+    from ..benchmarks import load_benchmark
+    from ..io import read_jsonl, write_text_atomic
+
+    problems = {r["id"]: r for r in load_benchmark(str(data))}
+    lines = []
+    for _, rec in read_jsonl(samples_dir / "samples.jsonl"):
+        p = problems[rec["id"]]
+        lines.append(json.dumps({"id": rec["key"], "problem": p["problem"], "answer": p["answer"],
+                                 "level": p.get("level"), "response": rec["text"]}))
+    write_text_atomic(out, "".join(x + "\n" for x in lines))
+    return len(lines)
+
+
+def write_reference_traces(data: Path, out: Path, seed: int) -> int:
+    """The generator's own traces for these tasks (what the toy LRM was trained to write)."""
+    from ..io import read_jsonl, write_text_atomic
+    from .traces import make_traces, task_from_problem
+
+    rows = [r for _, r in read_jsonl(data)]
+    traces = make_traces([task_from_problem(r["problem"]) for r in rows], seed=seed + 40_000)
+    lines = [json.dumps({"id": r["id"], "problem": r["problem"], "answer": r["answer"], "level": r.get("level"),
+                         "response": t.text}) for r, t in zip(rows, traces)]
+    write_text_atomic(out, "".join(x + "\n" for x in lines))
+    return len(lines)
+
+
+def calibrate_traces(traces: Path, tokenizer_path: str, out: Path) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from ..io import write_json_atomic
+    from ..reflection import calibrate
+    from ..text import split_think
+    from ..traces import load_traces
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    rows, ids = [], []
+    for tr in load_traces(str(traces)):
+        think = split_think(tr.response).think
+        rows.append((think, len(tok(think, add_special_tokens=False)["input_ids"])))
+        ids.append(tr.id)
+    cal = calibrate(rows, quantile=0.2, tokenizer_name=tokenizer_path, ids=ids)
+    data = cal.to_json()
+    write_json_atomic(out, data)
+    return data
+
+
+# -- training -------------------------------------------------------------------------------------------
+def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, threshold: float, reflector: str | None,
+                   out: Path) -> dict[str, Any]:
+    """The flat `rearl train` recipe of one method (written next to its run as config.yaml)."""
+    revision = METHODS[method]["revision"]
+    gens = 2 * cfg.group_size if revision else cfg.group_size
+    s: dict[str, Any] = {
+        "model_name_or_path": model, "dtype": "float32",
+        "train_files": [str(data)], "data_seed": cfg.seed,
+        "use_cpu": True, "bf16": False, "seed": cfg.seed,
+        "learning_rate": cfg.learning_rate, "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "max_steps": cfg.steps,
+        "per_device_train_batch_size": cfg.prompts_per_step * gens, "gradient_accumulation_steps": 1,
+        "num_generations": gens, "max_completion_length": cfg.max_tokens,
+        "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0,
+        "beta": 0.0, "loss_type": "bnpo", "scale_rewards": "group",
+        "revision_scaffold": REVISION_SCAFFOLD, "revision_max_tokens": 16,
+        "reflection_model": reflector or "oracle",
+        "reflection_threshold": float(threshold),
+        "logging_steps": 1, "save_strategy": "steps", "save_steps": max(10, cfg.steps // 4), "save_total_limit": 1,
+        "report_to": "none", "output_dir": str(out), "disable_tqdm": False,
+    }
+    s.update(METHODS[method])
+    return s
+
+
+def run_training(settings: dict[str, Any], out: Path) -> None:
+    import yaml
+
+    from ..config import load_config
+    from ..io import write_text_atomic
+    from ..train import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.yaml"
+    write_text_atomic(cfg_path, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+    model_args, data_args, rcfg = load_config(str(cfg_path))
+    resume = any(out.glob("checkpoint-*"))
+    train(model_args, data_args, rcfg, resume=resume)
+
+
+# -- the testbed's own analysis ------------------------------------------------------------------------------
+def level_stats(eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per level (and easy / hard / all): accuracy with its 95% half-width, tokens, reflections per
+    response, reflections and tokens after the first correct answer statement (exact for our format)."""
+    from transformers import AutoTokenizer
+
+    from ..io import read_jsonl
+    from .stats import analyse
+    from .traces import task_from_problem
+
+    from ..benchmarks import load_benchmark
+
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    tok = AutoTokenizer.from_pretrained(summary["run"]["tokenizer"])
+    budget = str(max(summary["budgets"]))
+    correct = {s["key"]: bool(s["budgets"][budget]["correct"]) for _, s in read_jsonl(eval_dir / "scores.jsonl")}
+    problems = {p["id"]: p for p in load_benchmark(summary["run"]["benchmarks"][0])}
+    recs = [rec for _, rec in read_jsonl(eval_dir / "samples.jsonl")]
+    groups: dict[str, list[Any]] = {}
+    for rec in recs:
+        p = problems[rec["id"]]
+        task = task_from_problem(p["problem"])
+        r, _ = analyse(tok, task, rec["ids"], rec["finished"], correct[rec["key"]])
+        for g in (f"L{task.level}", "easy" if task.level in EASY else "hard", "all"):
+            groups.setdefault(g, []).append(r)
+    out = {}
+    for g, rs in groups.items():
+        n = len(rs)
+        acc = sum(r.correct for r in rs) / n
+        after = [r.reflections_after for r in rs if r.reflections_after is not None]
+        tafter = [r.tokens_after for r in rs if r.tokens_after is not None]
+        out[g] = {
+            "n": n,
+            "accuracy": 100 * acc,
+            "accuracy_ci95": 100 * 1.96 * math.sqrt(max(acc * (1 - acc), 1e-12) / n),
+            "tokens": sum(r.tokens for r in rs) / n,
+            "think_tokens": sum(r.think_tokens for r in rs) / n,
+            "reflections": sum(r.reflections for r in rs) / n,
+            "reflection_interval": sum(r.think_tokens / max(1, r.reflections) for r in rs) / n,
+            "reflections_after_first_correct": sum(after) / len(after) if after else None,
+            "tokens_after_first_correct": sum(tafter) / len(tafter) if tafter else None,
+            "finished": 100 * sum(r.finished for r in rs) / n,
+        }
+    order = [f"L{k}" for k in LEVELS] + ["easy", "hard", "all"]
+    return {k: out[k] for k in order if k in out}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def check_targets(stats: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The issue's targets, measured: each row says what was asked, what was measured, and whether it holds."""
+    base = stats.get("base")
+    rows: list[dict[str, Any]] = []
+    if base is None:
+        return rows
+
+    def add(target: str, value: float | None, ok: bool | None, detail: str) -> None:
+        rows.append({"target": target, "measured": value, "met": ok, "detail": detail})
+
+    e = base.get("easy", {}).get("reflections_after_first_correct")
+    add("base overthinks: >= 2 reflections after the first correct answer on easy levels", e,
+        None if e is None else e >= 2, "mean over easy samples that state a correct answer")
+    rea = stats.get("rea_rl")
+    if rea is not None:
+        cut = 100 * (1 - rea["all"]["tokens"] / base["all"]["tokens"])
+        add("REA-RL: >= 35% fewer tokens than base", cut, cut >= 35, f"{rea['all']['tokens']:.0f} vs {base['all']['tokens']:.0f} tokens")
+        d = rea["all"]["accuracy"] - base["all"]["accuracy"]
+        add("REA-RL: accuracy >= base - 1 point", d, d >= -1,
+            f"{rea['all']['accuracy']:.1f} vs {base['all']['accuracy']:.1f} (95% half-width ~{base['all']['accuracy_ci95']:.1f})")
+        h = _ratio(rea.get("hard", {}).get("reflections"), base.get("hard", {}).get("reflections"))
+        add("REA-RL: reflections per response on hard levels >= 80% of base", None if h is None else 100 * h,
+            None if h is None else h >= 0.8, "mean reflections per response")
+        s = _ratio(rea.get("easy", {}).get("reflections"), base.get("easy", {}).get("reflections"))
+        add("REA-RL: reflections per response on easy levels <= 60% of base", None if s is None else 100 * s,
+            None if s is None else s <= 0.6, "mean reflections per response")
+    gl = stats.get("grpo_len")
+    if gl is not None:
+        h = _ratio(gl.get("hard", {}).get("reflections"), base.get("hard", {}).get("reflections"))
+        dh = gl["hard"]["accuracy"] - base["hard"]["accuracy"] if "hard" in gl and "hard" in base else None
+        add("GRPO+len: reflection collapses on hard levels (% of base reflections)", None if h is None else 100 * h,
+            None if h is None else h < 0.5, "the paper's failure mode: < 50% of base")
+        add("GRPO+len: hard-level accuracy drops (points vs base)", dh, None if dh is None else dh < 0,
+            f"95% half-width ~{base['hard']['accuracy_ci95']:.1f}")
+    return rows
+
+
+def _f(v: Any, d: int = 1) -> str:
+    return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+
+
+def testbed_markdown(stats: dict[str, dict[str, dict[str, Any]]], targets: Sequence[dict[str, Any]],
+                     meta: dict[str, Any]) -> str:
+    names = list(stats)
+    groups = [g for g in [f"L{k}" for k in LEVELS] + ["easy", "hard", "all"] if any(g in stats[n] for n in names)]
+    md = ["# REA-RL on the toy world", ""]
+    md += [f"Toy LRM: `{meta.get('model')}`; held-out tasks: {meta.get('eval_tasks')} ({meta.get('eval_per_level')} per "
+           f"level, levels {', '.join(map(str, LEVELS))}; easy = {', '.join(f'L{k}' for k in EASY)}, hard = "
+           f"{', '.join(f'L{k}' for k in HARD)}), sampled at temperature {meta.get('eval_temperature')}. Every method: "
+           f"{meta.get('steps')} steps x {meta.get('prompts_per_step')} prompts x G={meta.get('group_size')} from the "
+           f"same start; REA-RL's reflection model: {meta.get('reflection_model')}.", ""]
+    for title, key, d in [("Accuracy (%)", "accuracy", 1), ("Tokens per response", "tokens", 0),
+                          ("Reflections per response", "reflections", 2),
+                          ("Reflection interval (thinking tokens per reflection)", "reflection_interval", 0),
+                          ("Reflections after the first correct answer", "reflections_after_first_correct", 2)]:
+        md += [f"## {title}", "", "| method | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        for n in names:
+            cells = []
+            for g in groups:
+                v = stats[n].get(g, {}).get(key)
+                c = _f(v, d)
+                if key == "accuracy" and v is not None:
+                    c += f" ±{stats[n][g]['accuracy_ci95']:.0f}"
+                if key == "tokens" and v is not None and n != "base" and "base" in stats and g in stats["base"]:
+                    c += f" ({100 * v / stats['base'][g]['tokens']:.0f}%)"
+                cells.append(c)
+            md.append(f"| {LABELS.get(n, n)} | " + " | ".join(cells) + " |")
+        md.append("")
+    md += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in targets:
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        md.append(f"| {t['target']} | {_f(t['measured'])} ({t['detail']}) | {met} |")
+    md.append("")
+    return "\n".join(md)
+
+
+def plot_by_level(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    from ..report import _pyplot
+
+    plt = _pyplot()
+    levels = [f"L{k}" for k in LEVELS]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    w = 0.8 / max(1, len(stats))
+    for ax, key, title in zip(axes, ("accuracy", "tokens", "reflections"),
+                              ("accuracy (%)", "tokens per response", "reflections per response")):
+        for k, (name, st) in enumerate(stats.items()):
+            xs = [i + (k - (len(stats) - 1) / 2) * w for i in range(len(levels))]
+            ax.bar(xs, [st.get(lv, {}).get(key) or 0 for lv in levels], width=w, label=LABELS.get(name, name))
+        ax.set_xticks(range(len(levels)), [f"{lv} ({'easy' if int(lv[1:]) in EASY else 'hard'})" for lv in levels])
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- the story -------------------------------------------------------------------------------------------
+def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the testbed summary (also in <out>/testbed.json)."""
+    from ..io import write_json_atomic, write_text_atomic
+    from .toy_model import build_toy_lrm, load_meta
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    old_cfg = out / "story.json"
+    settings = asdict(cfg)
+    if old_cfg.exists():
+        prev = json.loads(old_cfg.read_text())
+        # settings that do not change finished stages' results may differ between runs
+        free = ("out", "threads", "methods", "train_reflector")
+        changed = {k for k in settings if k not in free and prev.get(k) != settings[k]}
+        if changed:
+            raise ValueError(f"{out} holds a testbed run with other settings ({', '.join(sorted(changed))}); "
+                             "use another --out or delete it")
+    write_json_atomic(old_cfg, settings)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    st = Stages(out, log)
+
+    # 1. the toy LRM: cached across runs by its own configuration hash
+    t0 = time.monotonic()
+    model = str(build_toy_lrm(cfg.toy_cache_dir, quick=cfg.quick, seed=cfg.seed, sft_tokens=cfg.toy_sft_tokens,
+                              budget_minutes=cfg.toy_budget_minutes, progress=progress))
+    if "model" not in st.record:
+        st.record["model"] = {"seconds": round(time.monotonic() - t0, 1), "path": model}
+        write_json_atomic(st.path, st.record)
+    log(f"[testbed] toy LRM: {model}")
+
+    d = out / "data"
+    st.run("data", d / "eval.jsonl", lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
+
+    # 2. base responses at the training temperature: calibration and reflection-model data
+    base_train = out / "base_train_samples"
+    st.run("base_samples", base_train / "summary.json", lambda: _evaluate(
+        _eval_config(cfg, model, base_train, d / "calibration.jsonl", temperature=cfg.temperature), progress))
+    traces = out / "base_traces.jsonl"
+    st.run("traces", traces, lambda: write_trace_file(base_train, d / "calibration.jsonl", traces))
+    cal_path = out / "calibration.json"
+    st.run("calibrate", cal_path, lambda: calibrate_traces(traces, model, cal_path))
+    threshold = json.loads(cal_path.read_text())["threshold"]
+    log(f"[testbed] reflection threshold T = {threshold:.1f} thinking tokens per reflection (p80 of the base)")
+
+    reflector_dir = out / "reflector"
+
+    def reflector_stage() -> None:
+        src = traces
+        if cfg.reflector_data == "reference":
+            src = out / "reference_traces.jsonl"
+            st.run("reference_traces", src, lambda: write_reference_traces(d / "calibration.jsonl", src, cfg.seed))
+        st.run("reflector", reflector_dir / "eval.json",
+               lambda: train_and_eval_reflector(cfg, model, src, reflector_dir, progress))
+
+    # REA-RL needs the trained reflector first; with the oracle it is trained last (its own report)
+    if cfg.reflection_model == "trained":
+        reflector_stage()
+    reflector = str(reflector_dir / "model") if cfg.reflection_model == "trained" else "oracle"
+
+    # 3. RL
+    for m in cfg.methods:
+        run_dir = out / "train" / m
+        s = train_settings(cfg, m, model, d / "train.jsonl", threshold, reflector, run_dir)
+        st.run(f"train/{m}", run_dir / "rearl_run.json", lambda s=s, run_dir=run_dir: run_training(s, run_dir))
+
+    # 4. evaluation on held-out tasks
+    ev = out / "eval"
+    st.run("eval/base", ev / "base" / "summary.json", lambda: _evaluate(
+        _eval_config(cfg, model, ev / "base", d / "eval.jsonl", temperature=cfg.eval_temperature), progress))
+    for m in cfg.methods:
+        st.run(f"eval/{m}", ev / m / "summary.json", lambda m=m: _evaluate(
+            _eval_config(cfg, str(out / "train" / m), ev / m, d / "eval.jsonl", temperature=cfg.eval_temperature,
+                         reference=ev / "base"), progress))
+
+    if cfg.train_reflector and cfg.reflection_model != "trained":
+        reflector_stage()
+
+    # 5. report (always rebuilt: cheap)
+    from ..report import make_report
+
+    names = ["base"] + list(cfg.methods)
+    rep = out / "report"
+    paths = [str(ev / n) if n == "base" else str(out / "train" / n) for n in names]
+    # a training run's directory has the trainer state (curves); its evaluation lives under eval/
+    report = make_report([str(ev / n) for n in names], rep, reference=str(ev / "base"),
+                         labels=[LABELS.get(n, n) for n in names])
+    curves_runs = [p for p in paths[1:] if Path(p).exists()]
+    if curves_runs:
+        from ..report import load_run, plot_training
+
+        plot_training([load_run(p, LABELS.get(Path(p).name)) for p in curves_runs], rep / "training_curves.png")
+    stats = {n: level_stats(ev / n) for n in names}
+    targets = check_targets(stats)
+    meta = {"model": model, "eval_tasks": cfg.eval_per_level * len(LEVELS), **settings,
+            "toy_meta": {k: v for k, v in load_meta(model).items() if k in ("parameters", "sft", "probe", "vocab_size")},
+            "threshold": threshold}
+    meta["toy_meta"].get("sft", {}).pop("loss_curve", None)
+    plot_by_level(stats, rep / "by_level.png")
+    md = testbed_markdown(stats, targets, meta)
+    refl = reflector_dir / "eval.md"
+    if refl.exists():
+        md += "\n## Reflection model vs the oracle (held-out base responses)\n\n" + refl.read_text()
+    md += "\n![by level](by_level.png)\n\n![accuracy vs tokens](accuracy_vs_tokens.png)\n\n![training](training_curves.png)\n"
+    md += "\n" + stage_times(st.record)
+    summary = {"stats": stats, "targets": targets, "meta": meta, "stages": st.record, "report": report}
+    write_text_atomic(rep / "testbed.md", md)
+    write_json_atomic(rep / "testbed.json", summary)
+    log(f"[testbed] report: {rep / 'testbed.md'}")
+    return summary
+
+
+def stage_times(record: dict[str, Any]) -> str:
+    rows = ["## Stage times (this machine)", "", "| stage | seconds |", "|---|---|"]
+    rows += [f"| {k} | {v.get('seconds')} |" for k, v in record.items()]
+    total = sum(v.get("seconds") or 0 for v in record.values())
+    return "\n".join(rows + [f"| total | {total:.0f} |", ""])
+
+
+def _evaluate(ecfg: Any, progress: bool) -> None:
+    from ..evaluate import evaluate
+
+    evaluate(ecfg, progress=progress)
+
+
+def train_and_eval_reflector(cfg: StoryConfig, model: str, traces: Path, out: Path, progress: bool) -> None:
+    """Oracle labels on the base responses -> split by problem -> SFT (LoRA) -> report vs the oracle."""
+    from ..reflector_data import LabelConfig, label_file, split_file
+    from ..reflector_eval import EvalConfig as REvalConfig
+    from ..reflector_eval import evaluate_reflector, markdown_table
+    from ..reflector_train import load_train_config, train_reflector
+    from ..io import write_json_atomic, write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = out / "labels.jsonl"
+    label_file(LabelConfig(inputs=[str(traces)], out=str(labels), tokenizer=model, teacher="oracle"), progress=progress)
+    split_file(str(labels), str(out / "split"), heldout_fraction=0.25, seed=cfg.seed)
+    tcfg = load_train_config(None, data=[str(out / "split" / "train.jsonl")], out=str(out / "model"),
+                             max_steps=cfg.reflector_steps, learning_rate=2e-4, per_device_train_batch_size=4,
+                             logging_steps=5, save_steps=max(10, cfg.reflector_steps // 2), max_length=2048)
+    train_reflector(tcfg, progress=progress)
+    rep = evaluate_reflector(REvalConfig(model=str(out / "model"), labels=str(out / "split" / "heldout.jsonl"),
+                                         out=str(out / "eval_report"), batch_size=4, num_threads=cfg.threads),
+                             progress=progress)
+    write_text_atomic(out / "eval.md", markdown_table(rep))
+    write_json_atomic(out / "eval.json", rep)
