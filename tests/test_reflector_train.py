@@ -199,6 +199,30 @@ def test_windowed_scorer_concatenates_windows_in_order(r1_tok):
     assert res.p_result == [0.1, 0.1, 0.9, 0.0, 0.1, 0.9] and res.n_shown == 5 and res.error is None
 
 
+def test_window_follows_the_model_unless_given(tmp_path, r1_tok):
+    from rearl.reflector_eval import WindowedScorer, model_window, windowed
+
+    (tmp_path / "rearl_reflector.json").write_text(json.dumps({"window_tokens": 512}))
+    assert model_window(str(tmp_path), None) == 512  # as trained
+    assert model_window(str(tmp_path), 0) is None  # the whole trace, on request
+    assert model_window(str(tmp_path), 256) == 256
+    assert model_window("default", None) is None and model_window("http://x:8000/v1", None) is None
+    inner = object()
+    w = windowed(inner, str(tmp_path), None, r1_tok)
+    assert isinstance(w, WindowedScorer) and w.window_tokens == 512 and w.inner is inner
+    assert windowed(inner, str(tmp_path), 0, r1_tok) is inner
+
+
+def test_detect_and_trainer_take_a_window_option():
+    from rearl.cli import build_parser
+    from rearl.config import REARLConfig
+
+    a = build_parser().parse_args(["detect", "--input", "x", "--tokenizer", "t", "--out", "o", "--detector", "model",
+                                   "--model", "m", "--window-tokens", "300"])
+    assert a.window_tokens == 300
+    assert "reflection_window_tokens" in REARLConfig.__dataclass_fields__
+
+
 @pytest.mark.slow
 def test_smollm2_recipe_end_to_end_steps(tmp_path, tiny_labels, shared):
     """The CPU recipe on the embedded model: two optimizer steps, merged, scored by `rearl detect`."""

@@ -30,7 +30,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
         input=a.input, out=a.out, tokenizer=a.tokenizer, detector=a.detector, position=a.position,
         second_half=not a.no_second_half, ratio=a.ratio, regex=a.regex, problem_field=a.problem_field,
         answer_field=a.answer_field, response_field=a.response_field, max_think_tokens=a.max_think_tokens,
-        limit=a.limit, model=a.model, mode=a.mode, reflection_tokenizer=a.reflection_tokenizer,
+        limit=a.limit, model=a.model, mode=a.mode, reflection_tokenizer=a.reflection_tokenizer, window_tokens=a.window_tokens,
         batch_size=a.batch_size, device=a.device,
     )
     s = detect_file(cfg, progress=not a.quiet)
@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mode", choices=["forward", "generate"], default="forward",
                    help="reflection scoring: one teacher-forced pass (forward) or greedy label generation (generate)")
     d.add_argument("--reflection-tokenizer", help="tokenizer path of a served reflection model (default: its name)")
+    d.add_argument("--window-tokens", type=int,
+                   help="--detector model: score windows of paragraphs within this many tokens (default: as the "
+                        "model was trained, see its rearl_reflector.json; 0: the whole trace)")
     d.add_argument("--batch-size", type=int, default=4)
     d.add_argument("--device", default="cpu")
     d.add_argument("--quiet", action="store_true", help="no progress bar")

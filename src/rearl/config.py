@@ -35,6 +35,9 @@ class REARLConfig(GRPOConfig):
         "help": "Reflection model: a path, 'default' (the embedded model), an OpenAI-compatible server URL, or "
                 "'oracle' (the gold-answer detector, a free teacher)."})
     reflection_tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer of a served reflection model."})
+    reflection_window_tokens: int | None = field(default=None, metadata={
+        "help": "Score the trace in windows of paragraphs within this many policy tokens (None: as the reflection "
+                "model was trained, from its rearl_reflector.json; 0: the whole trace)."})
     reflection_mode: str = field(default="forward", metadata={"help": "Reflection scoring: 'forward' or 'generate'."})
     reflection_position: str = field(default="normal", metadata={"help": "Cut position: strong, normal (paper) or weak."})
     revision_max_tokens: int = field(default=256, metadata={"help": "Token budget of the revised answer."})

@@ -185,6 +185,7 @@ class DetectConfig:
     model: str | None = None  # reflection model: path, "default" (embedded) or server URL
     mode: str = "forward"  # reflection scoring: forward | generate
     reflection_tokenizer: str | None = None  # for a server: the reflection model's tokenizer path
+    window_tokens: int | None = None  # score in windows of paragraphs (None: as the model was trained; 0: whole trace)
     batch_size: int = 4
     device: str = "cpu"
     problem_field: str | None = None
@@ -298,6 +299,9 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
             raise ValueError("--detector model needs --model (a path, 'default' for the embedded model, or a server URL)")
         scorer = reflection_scorer(cfg.model, tokenizer=cfg.reflection_tokenizer, batch_size=cfg.batch_size,
                                    device=cfg.device)
+        from .reflector_eval import windowed
+
+        scorer = windowed(scorer, cfg.model, cfg.window_tokens, tok)
     pool = default_pool()
     label = {"first-reflection": "first-reflection", "ratio": f"ratio{cfg.ratio:g}"}.get(cfg.detector, "cut")
     uses_position = cfg.detector in ("oracle", "model")

@@ -64,6 +64,22 @@ class WindowedScorer:
         return out
 
 
+def model_window(model: str, window_tokens: int | None) -> int | None:
+    """The window a reflection model should score in: `window_tokens` if given (0 = whole trace),
+    else what the model was trained with (its rearl_reflector.json; None for other models)."""
+    if window_tokens is not None:
+        return window_tokens or None
+    from .reflector_train import read_meta
+
+    return (read_meta(model) if Path(model).is_dir() else {}).get("window_tokens")
+
+
+def windowed(scorer: Any, model: str, window_tokens: int | None, policy_tokenizer: Any) -> Any:
+    """`scorer` wrapped in a WindowedScorer when the model scores in windows (see `model_window`)."""
+    w = model_window(model, window_tokens)
+    return WindowedScorer(scorer, w, policy_tokenizer) if w else scorer
+
+
 @dataclass
 class EvalConfig:
     """Options of `rearl reflector eval`."""
@@ -253,7 +269,7 @@ def evaluate_reflector(cfg: EvalConfig, progress: bool = True, scorers: dict[str
         raise DataError(f"{cfg.labels}: no label records")
     traces = _prepare(records, cfg.position, cfg.second_half)
     meta = read_meta(cfg.model) if Path(cfg.model).is_dir() else {}
-    window = meta.get("window_tokens") if cfg.window_tokens is None else (cfg.window_tokens or None)
+    window = model_window(cfg.model, cfg.window_tokens)
     scorers = dict(scorers or {})
     rows: list[tuple[str, list[dict[str, Any] | None]]] = []
 

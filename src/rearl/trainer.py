@@ -75,6 +75,11 @@ class REARLTrainer(GRPOTrainer):
 
             device = "cpu" if self.accelerator.device.type == "cpu" else str(self.accelerator.device)
             self.reflection_scorer = make_scorer(args.reflection_model, tokenizer=args.reflection_tokenizer, device=device)
+            from .reflector_eval import windowed
+
+            # a window-trained reflection model scores as it was trained (paragraphs within its token budget)
+            self.reflection_scorer = windowed(self.reflection_scorer, args.reflection_model,
+                                              args.reflection_window_tokens, processing_class)
         self._tags = ThinkTags.from_tokenizer(self.processing_class)
 
     # -- generation ---------------------------------------------------------------------------
