@@ -76,7 +76,7 @@ class StoryConfig:
     # what the reflection model learns from: the base model's responses ("base", as in the paper) or
     # the generator's reference traces ("reference": for the quick model, whose answers are rarely right)
     reflector_data: str = "base"
-    reflector_steps: int = 60
+    reflector_steps: int = 30  # optimizer steps of 2 examples (SmolLM2-135M + LoRA: ~6-8 s a step here)
     # evaluation
     eval_per_level: int = 50
     eval_temperature: float = 0.6
@@ -330,8 +330,9 @@ def check_targets(stats: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str,
         dh = gl["hard"]["accuracy"] - base["hard"]["accuracy"] if "hard" in gl and "hard" in base else None
         add("GRPO+len: reflection collapses on hard levels (% of base reflections)", None if h is None else 100 * h,
             None if h is None else h < 0.5, "the paper's failure mode: < 50% of base")
-        add("GRPO+len: hard-level accuracy drops (points vs base)", dh, None if dh is None else dh < 0,
-            f"95% half-width ~{base['hard']['accuracy_ci95']:.1f}")
+        ci = base["hard"]["accuracy_ci95"] if "hard" in base else 0.0
+        add("GRPO+len: hard-level accuracy drops beyond noise (points vs base)", dh,
+            None if dh is None else dh < -ci, f"a drop counts when larger than the base's 95% half-width, {ci:.1f}")
     return rows
 
 
@@ -424,7 +425,10 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     model = str(build_toy_lrm(cfg.toy_cache_dir, quick=cfg.quick, seed=cfg.seed, sft_tokens=cfg.toy_sft_tokens,
                               budget_minutes=cfg.toy_budget_minutes, progress=progress))
     if "model" not in st.record:
-        st.record["model"] = {"seconds": round(time.monotonic() - t0, 1), "path": model}
+        built = load_meta(model).get("build_seconds")
+        took = round(time.monotonic() - t0, 1)
+        # a build reused from the cache took its time elsewhere: record what it cost when it was made
+        st.record["model"] = {"seconds": took, "path": model, "cached": took < 0.5 * (built or 0), "build_seconds": built}
         write_json_atomic(st.path, st.record)
     log(f"[testbed] toy LRM: {model}")
 
@@ -511,7 +515,8 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
 def stage_times(record: dict[str, Any]) -> str:
     rows = ["## Stage times (this machine)", "", "| stage | seconds |", "|---|---|"]
-    rows += [f"| {k} | {v.get('seconds')} |" for k, v in record.items()]
+    rows += [f"| {k} | {v.get('seconds')}" + (f" (cached; the build took {v.get('build_seconds')} s)" if v.get("cached") else "")
+             + " |" for k, v in record.items()]
     total = sum(v.get("seconds") or 0 for v in record.values())
     return "\n".join(rows + [f"| total | {total:.0f} |", ""])
 
@@ -534,9 +539,12 @@ def train_and_eval_reflector(cfg: StoryConfig, model: str, traces: Path, out: Pa
     labels = out / "labels.jsonl"
     label_file(LabelConfig(inputs=[str(traces)], out=str(labels), tokenizer=model, teacher="oracle"), progress=progress)
     split_file(str(labels), str(out / "split"), heldout_fraction=0.25, seed=cfg.seed)
+    # recipes/reflector/smollm2-cpu.yaml's settings (LoRA r16/alpha32, lr 5e-4), a fixed number of steps
     tcfg = load_train_config(None, data=[str(out / "split" / "train.jsonl")], out=str(out / "model"),
-                             max_steps=cfg.reflector_steps, learning_rate=2e-4, per_device_train_batch_size=4,
-                             logging_steps=5, save_steps=max(10, cfg.reflector_steps // 2), max_length=2048)
+                             max_steps=cfg.reflector_steps, learning_rate=5e-4, lr_scheduler_type="cosine",
+                             warmup_ratio=0.05, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                             logging_steps=5, save_steps=max(10, cfg.reflector_steps // 2), max_length=2048,
+                             num_threads=cfg.threads)
     train_reflector(tcfg, progress=progress)
     rep = evaluate_reflector(REvalConfig(model=str(out / "model"), labels=str(out / "split" / "heldout.jsonl"),
                                          out=str(out / "eval_report"), batch_size=4, num_threads=cfg.threads),
