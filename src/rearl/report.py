@@ -23,7 +23,7 @@ from .io import DataError, write_json_atomic, write_text_atomic
 DISPLAY = {"gsm8k": "GSM8K", "math500": "MATH500", "gaokao2023en": "Gaokao23", "amc23": "AMC23", "aime24": "AIME24",
            "aime25": "AIME25", "olympiadbench": "OlympiadBench", "minerva": "Minerva", "deepscaler_amc": "AMC (DeepScaleR)"}
 # log_history keys worth plotting for a REA-RL run: rewards, lengths, revision/cut statistics.
-_CURVE_KEYS = re.compile(r"reward|length|revis|trunc|cut|reflect|accuracy|clipped", re.I)
+_CURVE_KEYS = re.compile(r"reward|length|revis|trunc|cut|reflect|accuracy|clipped|think_tokens", re.I)
 _MAX_PANELS = 12
 
 
@@ -248,32 +248,58 @@ def plot_interval_by_level(runs: Sequence[Run], budget: int, path: Path) -> list
     return benches
 
 
+# What a reader looks at first; then everything else that matches _CURVE_KEYS, in logged order.
+_FIRST = ("completions/mean_length", "rewards_raw/accuracy/mean", "completions/think_tokens", "reflection/density",
+          "revision/tokens_saved", "revision/accept_rate", "revision/accuracy", "reward")
+# min/max/terminated variants of the length: noise next to the mean
+_SKIP = re.compile(r"(min|max)_(terminated_)?length$|mean_terminated_length$|std$")
+
+
 def curve_keys(history: Sequence[dict[str, Any]]) -> list[str]:
     keys: dict[str, None] = {}
     for h in history:
         for k, v in h.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and _CURVE_KEYS.search(k) and not k.endswith("std"):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and _CURVE_KEYS.search(k) and not _SKIP.search(k):
                 keys[k] = None
-    return list(keys)[:_MAX_PANELS]
+    ordered = [k for k in _FIRST if k in keys] + [k for k in keys if k not in _FIRST]
+    return ordered[:_MAX_PANELS]
+
+
+def moving_average(ys: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` points (fewer at the start)."""
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= window:
+            acc -= ys[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
 
 
 def plot_training(runs: Sequence[Run], path: Path) -> list[str]:
     """Reward, length and revision metrics against the step, one panel per logged key."""
     train = [r for r in runs if r.log_history]
-    keys = list(dict.fromkeys(k for r in train for k in curve_keys(r.log_history)))[:_MAX_PANELS]
+    found = {k for r in train for k in curve_keys(r.log_history)}
+    keys = [k for k in _FIRST if k in found] + sorted(found - set(_FIRST))
+    keys = keys[:_MAX_PANELS]
     if not keys:
         return []
     plt = _pyplot()
     fig, axes, _ = _grid(len(keys), plt)
     for ax, k in zip(axes, keys):
-        for r in train:
+        for c, r in enumerate(train):
             pts = [(h.get("step", i), h[k]) for i, h in enumerate(r.log_history) if isinstance(h.get(k), (int, float))]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", lw=1.2, label=r.label)
+            if not pts:
+                continue
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            # one colour per run in every panel (a run that lacks a key must not shift the others' colours);
+            # per-step values are noisy with small batches: faint raw line, bold moving average
+            ax.plot(xs, ys, "-", lw=0.6, alpha=0.3, color=f"C{c}")
+            ax.plot(xs, moving_average(ys, max(1, len(ys) // 10)), "-", lw=1.6, color=f"C{c}", label=r.label)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -248,7 +248,7 @@ def run_training(settings: dict[str, Any], out: Path) -> None:
 
 
 # -- the testbed's own analysis ------------------------------------------------------------------------------
-def level_stats(eval_dir: Path) -> dict[str, dict[str, Any]]:
+def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
     """Per level (and easy / hard / all): accuracy with its 95% half-width, tokens, reflections per
     response, reflections and tokens after the first correct answer statement (exact for our format)."""
     from transformers import AutoTokenizer
@@ -263,7 +263,7 @@ def level_stats(eval_dir: Path) -> dict[str, dict[str, Any]]:
     tok = AutoTokenizer.from_pretrained(summary["run"]["tokenizer"])
     budget = str(max(summary["budgets"]))
     correct = {s["key"]: bool(s["budgets"][budget]["correct"]) for _, s in read_jsonl(eval_dir / "scores.jsonl")}
-    problems = {p["id"]: p for p in load_benchmark(summary["run"]["benchmarks"][0])}
+    problems = {p["id"]: p for p in load_benchmark(str(data))}
     recs = [rec for _, rec in read_jsonl(eval_dir / "samples.jsonl")]
     groups: dict[str, list[Any]] = {}
     for rec in recs:
@@ -493,7 +493,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         from ..report import load_run, plot_training
 
         plot_training([load_run(p, LABELS.get(Path(p).name)) for p in curves_runs], rep / "training_curves.png")
-    stats = {n: level_stats(ev / n) for n in names}
+    stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
     targets = check_targets(stats)
     meta = {"model": model, "eval_tasks": cfg.eval_per_level * len(LEVELS), **settings,
             "toy_meta": {k: v for k, v in load_meta(model).items() if k in ("parameters", "sft", "probe", "vocab_size")},
