@@ -14,7 +14,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     methods = list(METHODS) if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     given = {k: v for k, v in dict(
         out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate,
-        reflection_model=a.reflection_model, eval_per_level=a.eval_per_level, threads=a.threads,
+        reflection_model=a.reflection_model, eval_per_level=a.eval_per_level, threads=a.threads, jobs=a.jobs,
         toy_sft_tokens=a.toy_sft_tokens, toy_budget_minutes=a.toy_budget_minutes, toy_cache_dir=a.toy_cache_dir,
         train_reflector=False if a.no_reflector else None,
     ).items() if v is not None}
@@ -74,7 +74,9 @@ def add_subcommands(sub: Any) -> None:
                    help="REA-RL's reflection model: the oracle (default) or the SmolLM2 reflector trained here")
     r.add_argument("--no-reflector", action="store_true", help="skip training the reflection model")
     r.add_argument("--eval-per-level", type=int, default=None, help="held-out tasks per difficulty level")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores / jobs)")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="independent stages run side by side in this many processes (default 2; 1 = one by one)")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--toy-sft-tokens", type=int, default=None, help="SFT tokens of the toy LRM")
     r.add_argument("--toy-budget-minutes", type=float, default=None, help="wall-clock cap of the toy LRM's SFT")
