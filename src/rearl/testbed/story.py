@@ -23,11 +23,11 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .tasks import EASY, HARD, LEVELS, Task, make_tasks, write_jsonl
+from .tasks import EASY, HARD, LEVELS, make_tasks, write_jsonl
 from .traces import REVISION_SCAFFOLD
 
 # What each method changes on top of the shared settings; mirrors recipes/<model>/<method>.yaml.
