@@ -76,9 +76,10 @@ class StoryConfig:
     # what the reflection model learns from: the base model's responses ("base", as in the paper) or
     # the generator's reference traces ("reference": for the quick model, whose answers are rarely right)
     reflector_data: str = "base"
-    # optimizer steps of 2 examples (SmolLM2-135M + LoRA, ~4.5 s a step here): measured on the toy's 120
-    # training traces, 30 steps gave P(Result) AUROC 52 (chance) against the oracle, 120 steps 90
-    reflector_steps: int = 120
+    # optimizer steps of 2 examples (SmolLM2-135M + LoRA: 4.5 s a step on 2 threads, 7.4 s on 1). Measured
+    # on the toy's 120 training traces: 30 steps gave P(Result) AUROC 52 (chance) against the oracle,
+    # 120 steps 90; 80 keeps the first `make demo` within 30 minutes
+    reflector_steps: int = 80
     # evaluation
     eval_per_level: int = 50
     eval_temperature: float = 0.6
@@ -527,8 +528,11 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
     # 1. the toy LRM: cached across runs by its own configuration hash
     t0 = time.monotonic()
+    # nothing else runs during the build: all cores (the load average right after `pip install` would
+    # make pick_threads() choose one, and one thread builds at 58% of the speed of two, measured)
     model = str(build_toy_lrm(cfg.toy_cache_dir, quick=cfg.quick, seed=cfg.seed, sft_tokens=cfg.toy_sft_tokens,
-                              budget_minutes=cfg.toy_budget_minutes, progress=progress))
+                              budget_minutes=cfg.toy_budget_minutes, progress=progress,
+                              threads=cfg.threads or os.cpu_count() or 1))
     if "model" not in st.record:
         built = load_meta(model).get("build_seconds")
         took = round(time.monotonic() - t0, 1)

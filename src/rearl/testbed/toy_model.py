@@ -356,7 +356,7 @@ def is_built(path: Path) -> bool:
 def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes: float | None = None,
                   sft_tokens: int | None = None, seed: int = 0, quick: bool = False,
                   config: ToyConfig | None = None, force: bool = False, progress: bool = True,
-                  probe_per_level: int | None = None) -> Path:
+                  probe_per_level: int | None = None, threads: int | None = None) -> Path:
     """Train (once) and return the directory of the toy overthinking LRM (model + tokenizer).
 
     `cache_dir` defaults to `rearl.models.cache_dir() / "testbed"`; the entry is named after the
@@ -365,7 +365,8 @@ def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes:
     first. `quick` builds a small model in about a minute (for tests; it is not accurate).
     `config` overrides everything else. The finished build is loaded back and probed: greedy
     accuracy by level on `probe_per_level` problems each (default 10, quick 2; 0 skips), stored in
-    its `testbed.json` under "probe".
+    its `testbed.json` under "probe". `threads`: torch threads for the build (default: the idle
+    cores, `pick_threads()`; measured here: 12.7k document tokens/s on 2 threads, 7.3k on 1).
     """
     if config is None:
         config = quick_config(seed) if quick else ToyConfig(seed=seed)
@@ -382,7 +383,7 @@ def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes:
     try:
         if probe_per_level is None:
             probe_per_level = 2 if config.quick else 10
-        _build_into(tmp, config, progress, probe_per_level)
+        _build_into(tmp, config, progress, probe_per_level, threads)
         if target.exists():
             if is_built(target) and not force:  # another process finished first: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -395,7 +396,7 @@ def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes:
     return target
 
 
-def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int = 0) -> None:
+def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int = 0, threads: int | None = None) -> None:
     from ..io import write_json_atomic
     from .tasks import make_tasks
 
@@ -404,7 +405,7 @@ def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int 
     tokenizer = train_tokenizer([t.document for t in make_traces(corpus_tasks, seed=cfg.seed + 10_000)])
     model = make_model(tokenizer, cfg.size, cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    with torch_threads() as threads:
+    with torch_threads(threads) as threads:
         log = sft(model, tokenizer, cfg, progress=progress)
     model = model.float()
     model.save_pretrained(str(out))
