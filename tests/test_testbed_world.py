@@ -306,7 +306,7 @@ def test_tiny_build_loads_generates_and_is_cached(tmp_path):
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
-    def boom(out, cfg, progress, probe_per_level):
+    def boom(out, cfg, progress, probe_per_level, threads=None):
         (out / "half-written").write_text("x")
         raise KeyboardInterrupt
 
