@@ -32,7 +32,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     from .toy_model import build_toy_lrm
 
     print(build_toy_lrm(a.cache_dir, seed=a.seed, quick=a.quick, sft_tokens=a.sft_tokens,
-                        budget_minutes=a.budget_minutes, force=a.force))
+                        budget_minutes=a.budget_minutes, force=a.force, threads=a.threads))
     return 0
 
 
@@ -91,6 +91,7 @@ def add_subcommands(sub: Any) -> None:
     b.add_argument("--sft-tokens", type=int, default=None)
     b.add_argument("--budget-minutes", type=float, default=None)
     b.add_argument("--force", action="store_true")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: the idle cores)")
     b.set_defaults(func=cmd_build)
     m = sub.add_parser("measure", help="accuracy, overthinking and no-check accuracy by level")
     m.add_argument("model")
