@@ -359,9 +359,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, policy: Any = None, pool: A
     gen_s = time.perf_counter() - t0
     scores = score_samples(records, tok, budgets, think_in_prompt=run["think_in_prompt"], regex=cfg.regex,
                            extraction=cfg.extraction, pool=pool, progress=progress)
-    from .benchmarks import benchmark_label
-
-    summary = summarize(scores, budgets, reference, order=[benchmark_label(b) for b in dict.fromkeys(cfg.benchmarks)])
+    summary = summarize(scores, budgets, reference, order=list(dict.fromkeys(j.benchmark for j in jobs)))
     summary["run"] = {**run, "out": str(out_dir), "benchmarks": list(dict.fromkeys(cfg.benchmarks)),
                       "limit": cfg.limit, "n": cfg.n, "regex": cfg.regex, "extraction": cfg.extraction}
     summary["reference"] = cfg.reference

@@ -248,21 +248,17 @@ def plot_interval_by_level(runs: Sequence[Run], budget: int, path: Path) -> list
     return benches
 
 
-# What a reader looks at first; then everything else that matches _CURVE_KEYS, in logged order.
+# What a reader looks at first; then everything else that matches _CURVE_KEYS, alphabetically.
 _FIRST = ("completions/mean_length", "rewards_raw/accuracy/mean", "completions/think_tokens", "reflection/density",
           "revision/tokens_saved", "revision/accept_rate", "revision/accuracy", "reward")
 # min/max/terminated variants of the length: noise next to the mean
 _SKIP = re.compile(r"(min|max)_(terminated_)?length$|mean_terminated_length$|std$")
 
 
-def curve_keys(history: Sequence[dict[str, Any]]) -> list[str]:
-    keys: dict[str, None] = {}
-    for h in history:
-        for k, v in h.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and _CURVE_KEYS.search(k) and not _SKIP.search(k):
-                keys[k] = None
-    ordered = [k for k in _FIRST if k in keys] + [k for k in keys if k not in _FIRST]
-    return ordered[:_MAX_PANELS]
+def curve_keys(history: Sequence[dict[str, Any]]) -> set[str]:
+    """The numeric logged keys worth a panel (plot_training orders and caps them)."""
+    return {k for h in history for k, v in h.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and _CURVE_KEYS.search(k) and not _SKIP.search(k)}
 
 
 def moving_average(ys: Sequence[float], window: int) -> list[float]:
@@ -279,7 +275,7 @@ def moving_average(ys: Sequence[float], window: int) -> list[float]:
 def plot_training(runs: Sequence[Run], path: Path) -> list[str]:
     """Reward, length and revision metrics against the step, one panel per logged key."""
     train = [r for r in runs if r.log_history]
-    found = {k for r in train for k in curve_keys(r.log_history)}
+    found = set().union(*(curve_keys(r.log_history) for r in train))
     keys = [k for k in _FIRST if k in found] + sorted(found - set(_FIRST))
     keys = keys[:_MAX_PANELS]
     if not keys:

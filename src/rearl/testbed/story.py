@@ -557,17 +557,19 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
     reflector_dir = out / "reflector"
 
-    def reflector_stage() -> None:
-        src = traces
-        if cfg.reflector_data == "reference":
-            src = out / "reference_traces.jsonl"
-            st.run("reference_traces", src, lambda: write_reference_traces(d / "calibration.jsonl", src, cfg.seed))
+    def reflector_source() -> Path:
+        """The traces the reflection model learns from (written first when they are the reference ones)."""
+        if cfg.reflector_data != "reference":
+            return traces
+        src = out / "reference_traces.jsonl"
+        st.run("reference_traces", src, lambda: write_reference_traces(d / "calibration.jsonl", src, cfg.seed))
+        return src
+
+    # REA-RL needs the trained reflector first; with the oracle it is trained beside the RL runs
+    if cfg.reflection_model == "trained":
+        src = reflector_source()
         st.run("reflector", reflector_dir / "eval.json",
                lambda: train_and_eval_reflector(cfg, model, src, reflector_dir, progress))
-
-    # REA-RL needs the trained reflector first; with the oracle it is trained last (its own report)
-    if cfg.reflection_model == "trained":
-        reflector_stage()
     reflector = str(reflector_dir / "model") if cfg.reflection_model == "trained" else "oracle"
 
     # 3. RL, and what does not depend on it (the base's evaluation, the reflector when REA-RL uses the
@@ -580,12 +582,8 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         group.append((f"train/{m}", run_dir / "rearl_run.json", "train", (s, run_dir)))
     group.append(("eval/base", ev / "base" / "summary.json", "eval",
                   (_eval_config(cfg, model, ev / "base", d / "eval.jsonl", temperature=cfg.eval_temperature),)))
-    late_reflector = cfg.train_reflector and cfg.reflection_model != "trained"
-    if late_reflector:
-        src = traces
-        if cfg.reflector_data == "reference":
-            src = out / "reference_traces.jsonl"
-            st.run("reference_traces", src, lambda: write_reference_traces(d / "calibration.jsonl", src, cfg.seed))
+    if cfg.train_reflector and cfg.reflection_model != "trained":
+        src = reflector_source()
         # the longest stage first, so that the others fill the second core around it
         group.insert(0, ("reflector", reflector_dir / "eval.json", "reflector", (cfg, model, src, reflector_dir)))
     evals = [(f"eval/{m}", ev / m / "summary.json", "eval",
@@ -609,15 +607,12 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
     names = ["base"] + list(cfg.methods)
     rep = out / "report"
-    paths = [str(ev / n) if n == "base" else str(out / "train" / n) for n in names]
-    # a training run's directory has the trainer state (curves); its evaluation lives under eval/
     report = make_report([str(ev / n) for n in names], rep, reference=str(ev / "base"),
                          labels=[LABELS.get(n, n) for n in names])
-    curves_runs = [p for p in paths[1:] if Path(p).exists()]
-    if curves_runs:
-        from ..report import load_run, plot_training
+    # the evaluations above carry no trainer state: the curves come from the training directories
+    from ..report import load_run, plot_training
 
-        plot_training([load_run(p, LABELS.get(Path(p).name)) for p in curves_runs], rep / "training_curves.png")
+    plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
     stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
     targets = check_targets(stats)
     meta = {"model": model, "eval_tasks": cfg.eval_per_level * len(LEVELS), **settings,
