@@ -16,10 +16,10 @@ import time
 
 from transformers import AutoTokenizer
 
-from rearl.backends import HFReflectionScorer
-from rearl.positions import cut_positions
-from rearl.text import ThinkTags, segment
-from rearl.traces import load_traces
+from rearl.backends.hf import HFReflectionScorer
+from rearl.core.positions import cut_positions
+from rearl.core.text import ThinkTags, segment
+from rearl.core.traces import load_traces
 
 
 def main(argv=None) -> int:

@@ -20,9 +20,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 def run(label: str, overrides: list[str], recipe: str) -> list[float]:
-    from rearl.config import load_config
-    from rearl.train import build_model, load_train_dataset
-    from rearl.trainer import REARLTrainer
+    from rearl.train.config import load_config
+    from rearl.train.run import build_model, load_train_dataset
+    from rearl.train.trainer import REARLTrainer
 
     with tempfile.TemporaryDirectory() as out:
         m, d, c = load_config(recipe, overrides + [f"output_dir={out}"])

@@ -1,6 +1,6 @@
 """Verification throughput: rearl's persistent pool vs a fresh process pool per reward call.
 
-The authors' reward code builds a new process pool for every reward call (spec §5.1). Here both
+The authors' reward code builds a new process pool for every reward call (docs/method.md#accuracy-reward). Here both
 sides check the same real (gold, prediction) pairs, in reward-call-sized batches, with the same
 number of workers and the same equivalence function; the persistent pool's result cache is off.
 
@@ -18,9 +18,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutTimeout
 
-from rearl._verify_worker import equivalent
-from rearl.benchmarks import BENCHMARKS, load_benchmark
-from rearl.verify import VerifierPool
+from rearl.core._verify_worker import equivalent
+from rearl.core.verify import VerifierPool
+from rearl.eval.benchmarks import BENCHMARKS, load_benchmark
 
 
 def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ def r1_tok():
 
 @pytest.fixture(scope="session")
 def pool():
-    from rearl.verify import VerifierPool
+    from rearl.core.verify import VerifierPool
 
     p = VerifierPool(workers=2, timeout=3.0)
     yield p

@@ -1,4 +1,4 @@
-from rearl.answers import clean_answer, extract_answer, last_boxed
+from rearl.core.answers import clean_answer, extract_answer, last_boxed
 
 
 def test_boxed_nested_and_fbox():

@@ -6,8 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from rearl.backends import HFPolicy, HFReflectionScorer, OpenAIReflectionScorer, ServerError, post_json
-from rearl.reflector import build_prompt, build_skeleton
+from rearl.backends.hf import HFPolicy, HFReflectionScorer
+from rearl.backends.server import OpenAIReflectionScorer, ServerError, post_json
+from rearl.reflector.prompt import build_prompt, build_skeleton
 
 PARAS = ["We set up the equation carefully.", "Then x = 3.", "So the answer is 3."]
 

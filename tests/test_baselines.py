@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rearl.baselines import BaselineConfig, build_pairs, train_baseline
+from rearl.train.baselines import BaselineConfig, build_pairs, train_baseline
 
 RESP = "<think>\nSix times seven. 6*7 = 42. So the answer is 42.\n\nWait, check: 42.\n</think>\n\n\\boxed{42}"
 

@@ -2,17 +2,14 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from rearl.detect import (
-    DetectConfig,
+from rearl.core.detectors import (
     answer_mentions,
-    detect_file,
     first_reflection_detect,
     oracle_detect,
     ratio_detect,
 )
-from rearl.text import segment
+from rearl.core.text import segment
+from rearl.offline.detect import DetectConfig, detect_file
 
 
 def para(i, body):

@@ -8,13 +8,20 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from rearl.backends import HFPolicy
-from rearl.benchmarks import load_benchmark
-from rearl.evaluate import EvalConfig, evaluate, plan, resolve_budgets, score_run, score_samples, summarize
-from rearl.io import DataError
-
 from conftest import R1_TOKENIZER
+
+from rearl.backends.hf import HFPolicy
+from rearl.core.io import DataError
+from rearl.eval.benchmarks import load_benchmark
+from rearl.eval.run import (
+    EvalConfig,
+    evaluate,
+    plan,
+    resolve_budgets,
+    score_run,
+    score_samples,
+    summarize,
+)
 
 
 # -- metric arithmetic on hand-made samples ---------------------------------------------------------
@@ -135,7 +142,7 @@ def test_budgets_and_plan(shared):
 
 
 def test_every_benchmark_loads_with_levels_where_present(shared):
-    from rearl.benchmarks import BENCHMARKS
+    from rearl.eval.benchmarks import BENCHMARKS
 
     for name in BENCHMARKS:
         recs = list(load_benchmark(name, limit=3))
@@ -340,7 +347,7 @@ def test_vllm_backend_import_guard():
     try:
         import vllm  # noqa: F401
     except ImportError:
-        from rearl.backends import VLLMPolicy
+        from rearl.backends.vllm import VLLMPolicy
 
         with pytest.raises(RuntimeError, match="vllm"):
             VLLMPolicy("default")
@@ -355,7 +362,7 @@ class Seeded:
         self.tokenizer, self.asked = tok, []
 
     def generate(self, prompts, max_new_tokens=256, temperature=0.6, top_p=1.0, top_k=50, seed=None, seeds=None):
-        from rearl.backends import Generation
+        from rearl.core.revision import Generation
 
         self.asked.append((len(prompts), list(seeds), top_k))
         out = []
@@ -366,7 +373,7 @@ class Seeded:
 
 
 def test_per_sample_seeds_and_growing_n(tmp_path, r1_tok, pool):
-    from rearl.evaluate import derived_seed
+    from rearl.eval.run import derived_seed
 
     p = Seeded(r1_tok)
     cfg = dict(model="unused", out=str(tmp_path), benchmarks=["gsm8k"], limit=1, max_tokens=32)

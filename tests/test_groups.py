@@ -2,7 +2,13 @@ import math
 
 import pytest
 
-from rearl.groups import RevisionOutcome, Sample, apply_group_policies, group_advantages, interleave
+from rearl.core.groups import (
+    RevisionOutcome,
+    Sample,
+    apply_group_policies,
+    group_advantages,
+    interleave,
+)
 
 O = [Sample([1, 2, 3, 4, 5], True), Sample([6, 7, 8], True)]
 

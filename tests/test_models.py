@@ -1,6 +1,6 @@
 import pytest
 
-from rearl import models
+from rearl.backends import embedded as models
 
 
 @pytest.mark.slow

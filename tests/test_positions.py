@@ -1,6 +1,6 @@
 import pytest
 
-from rearl.positions import cap_index, cut_positions
+from rearl.core.positions import cap_index, cut_positions
 
 
 def probs(n, **kw):
@@ -10,7 +10,7 @@ def probs(n, **kw):
     return p
 
 
-# The worked examples of spec §2.5 (outputs of the authors' function).
+# Worked examples of the cut positions (outputs of the authors' function, docs/method.md#cut-positions).
 @pytest.mark.parametrize(
     "p,expected",
     [

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rearl.backends import OpenAIPolicy, OpenAIReflectionScorer
-from rearl.models import cache_dir, gguf_path, prepare_default_model
+from rearl.backends.embedded import cache_dir, gguf_path, prepare_default_model
+from rearl.backends.server import OpenAIPolicy, OpenAIReflectionScorer
 
 pytestmark = pytest.mark.slow
 

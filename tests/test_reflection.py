@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from rearl.reflection import Calibration, calibrate, count_reflections, percentile
+from rearl.core.reflection import Calibration, calibrate, count_reflections, percentile
 
 
-# spec §5.4 examples, run by the spec's author with the authors' regex
+# reflection-count examples (docs/method.md#reflection-reward), checked with the authors' regex
 @pytest.mark.parametrize(
     "text,n",
     [

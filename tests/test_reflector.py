@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rearl.reflector import (
+from rearl.reflector.prompt import (
     PREFILL,
     build_prompt,
     build_skeleton,

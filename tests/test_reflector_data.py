@@ -4,9 +4,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rearl.io import DataError
-from rearl.reflector import PREFILL, parse_labels, user_message
-from rearl.reflector_data import (
+from rearl.core.io import DataError
+from rearl.reflector.labels import (
     LabelConfig,
     check_prompt,
     coarse_prompt,
@@ -20,6 +19,7 @@ from rearl.reflector_data import (
     sft_examples,
     split_by_problem,
 )
+from rearl.reflector.prompt import PREFILL, parse_labels, user_message
 
 GOOD = """[1]. Analysis: sets up the equation.
 Label: Reasoning
@@ -170,9 +170,9 @@ def test_windows_cover_every_paragraph_once_with_global_labels():
 
 # -- labelling real traces ----------------------------------------------------------------------------
 def test_oracle_labels_on_real_traces(tmp_path, shared, r1_tok, pool):
-    from rearl.detect import answer_mentions, correct_mentions, oracle_detect
-    from rearl.text import ThinkTags, segment
-    from rearl.traces import load_traces
+    from rearl.core.detectors import answer_mentions, correct_mentions, oracle_detect
+    from rearl.core.text import ThinkTags, segment
+    from rearl.core.traces import load_traces
 
     src = str(shared / "data/traces/r1_distill_qwen14b_math500_sentences.jsonl")
     out = tmp_path / "labels.jsonl"

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from rearl.io import DataError
-from rearl.reflector import PREFILL, build_prompt, build_skeleton
-from rearl.reflector_data import LabelConfig, label_file, sft_example
-from rearl.reflector_train import (
+from rearl.core.io import DataError
+from rearl.reflector.labels import LabelConfig, label_file, sft_example
+from rearl.reflector.prompt import PREFILL, build_prompt, build_skeleton
+from rearl.reflector.train import (
     TrainConfig,
     encode_example,
     encode_examples,
@@ -23,7 +23,7 @@ PARAS = ["We compute 2 + 2 carefully.", "So the answer is $4$.", "Wait, let me c
 def _tokenizers(r1_tok):
     from transformers import AutoTokenizer
 
-    from rearl.models import resolve_model
+    from rearl.backends.embedded import resolve_model
 
     return [r1_tok, AutoTokenizer.from_pretrained(resolve_model("default"))]
 
@@ -77,7 +77,7 @@ def test_example_selection(r1_tok):
     recs = [{"problem": "A", "result_paragraphs": [1], "examples": [sft_example("A", PARAS, {1}), sft_example("A", PARAS, set())]},
             {"problem": "B", "result_paragraphs": [], "examples": [sft_example("B", PARAS, set())]}]
     ex, st = select_examples(recs, TrainConfig(out="x", data=["y"]))
-    assert st["examples"] == 2 and st["traces_used"] == 1  # spec: traces without a Result are left out
+    assert st["examples"] == 2 and st["traces_used"] == 1  # the paper: traces without a Result are left out
     ex, st = select_examples(recs, TrainConfig(out="x", data=["y"], require_result=False, negatives_per_positive=1.0))
     assert st["examples"] == 2 and st["examples_with_result"] == 1
 
@@ -115,8 +115,8 @@ def _weights(path):
 
 
 def test_lora_train_merge_resume_and_load_in_detector(tmp_path, tiny_model_dir, tiny_labels, shared):
-    from rearl.backends import HFReflectionScorer
-    from rearl.detect import DetectConfig, detect_file
+    from rearl.backends.hf import HFReflectionScorer
+    from rearl.offline.detect import DetectConfig, detect_file
 
     out = tmp_path / "reflector"
     cfg = TrainConfig(data=[tiny_labels], out=str(out), base=tiny_model_dir, max_steps=2, save_steps=1,
@@ -157,7 +157,7 @@ def test_resume_refuses_other_data(tmp_path, tiny_model_dir, tiny_labels):
 
 
 def test_full_finetune_and_eval_report(tmp_path, tiny_model_dir, tiny_labels):
-    from rearl.reflector_eval import EvalConfig, evaluate_reflector
+    from rearl.reflector.evaluate import EvalConfig, evaluate_reflector
 
     out = tmp_path / "full"
     meta = train_reflector(TrainConfig(data=[tiny_labels], out=str(out), base=tiny_model_dir, lora=False, max_steps=1,
@@ -178,8 +178,8 @@ def test_full_finetune_and_eval_report(tmp_path, tiny_model_dir, tiny_labels):
 
 
 def test_windowed_scorer_concatenates_windows_in_order(r1_tok):
-    from rearl.backends import ScoreOutcome
-    from rearl.reflector_eval import WindowedScorer
+    from rearl.reflector.prompt import ScoreOutcome
+    from rearl.reflector.window import WindowedScorer
 
     class Fake:
         def __init__(self):
@@ -200,7 +200,7 @@ def test_windowed_scorer_concatenates_windows_in_order(r1_tok):
 
 
 def test_window_follows_the_model_unless_given(tmp_path, r1_tok):
-    from rearl.reflector_eval import WindowedScorer, model_window, windowed
+    from rearl.reflector.window import WindowedScorer, model_window, windowed
 
     (tmp_path / "rearl_reflector.json").write_text(json.dumps({"window_tokens": 512}))
     assert model_window(str(tmp_path), None) == 512  # as trained
@@ -215,7 +215,7 @@ def test_window_follows_the_model_unless_given(tmp_path, r1_tok):
 
 def test_detect_and_trainer_take_a_window_option():
     from rearl.cli import build_parser
-    from rearl.config import REARLConfig
+    from rearl.train.config import REARLConfig
 
     a = build_parser().parse_args(["detect", "--input", "x", "--tokenizer", "t", "--out", "o", "--detector", "model",
                                    "--model", "m", "--window-tokens", "300"])
@@ -240,7 +240,7 @@ def test_smollm2_recipe_end_to_end_steps(tmp_path, tiny_labels, shared):
 
 
 def test_auroc():
-    from rearl.reflector_eval import auroc
+    from rearl.reflector.evaluate import auroc
 
     assert auroc([(0.9, True), (0.1, False), (0.2, False)]) == 100.0
     assert auroc([(0.1, True), (0.9, False)]) == 0.0

@@ -3,12 +3,12 @@ import re
 
 import pytest
 
-from rearl.backends import Generation
-from rearl.benchmarks import load_benchmark
 from rearl.cli import main
-from rearl.evaluate import EvalConfig, evaluate
-from rearl.io import DataError
-from rearl.report import make_report
+from rearl.core.io import DataError
+from rearl.core.revision import Generation
+from rearl.eval.benchmarks import load_benchmark
+from rearl.eval.report import make_report
+from rearl.eval.run import EvalConfig, evaluate
 
 LIMIT = 4
 

@@ -1,11 +1,10 @@
 import json
 
-import pytest
-
-from rearl.backends import Generation, HFPolicy
-from rearl.detect import DetectConfig, detect_file
-from rearl.revision import DEFAULT_SCAFFOLD, ReviseConfig, revise, revise_file, scaffold_ids
-from rearl.text import segment
+from rearl.backends.hf import HFPolicy
+from rearl.core.revision import DEFAULT_SCAFFOLD, Generation, revise, scaffold_ids
+from rearl.core.text import segment
+from rearl.offline.detect import DetectConfig, detect_file
+from rearl.offline.revise import ReviseConfig, revise_file
 
 TRACE = (
     "First, 6 times 7. Let me compute it step by step to be careful about it.\n\n"

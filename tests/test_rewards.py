@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rearl.rewards import (
+from rearl.core.rewards import (
     AccuracyReward,
     KimiLengthReward,
     RefinedLengthReward,
@@ -98,7 +98,7 @@ def test_reflection_reward_code_and_paper_forms(r1_tok):
 
 
 def test_reflection_reward_multi_token_tags(r1_tok):
-    from rearl.text import ThinkTags
+    from rearl.core.text import ThinkTags
 
     tags = ThinkTags("<reasoning>", "</reasoning>")
     f = ReflectionReward(r1_tok, threshold=100.0, tags=tags)

@@ -32,7 +32,7 @@ def test_train_settings_keep_g_samples_equal_across_methods(tmp_path):
 
 
 def test_train_settings_load_as_a_rearl_recipe(tmp_path):
-    from rearl.config import load_config
+    from rearl.train.config import load_config
 
     s = S.train_settings(S.StoryConfig(), "rea_rl", "toy", tmp_path / "t.jsonl", 60.0, "oracle", tmp_path / "o")
     p = tmp_path / "c.yaml"

@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from rearl.answers import extract_answer
-from rearl.reflection import count_reflections
+from rearl.core.answers import extract_answer
+from rearl.core.reflection import count_reflections
+from rearl.core.text import ThinkTags, segment, split_think
 from rearl.testbed import tasks as T
-from rearl.testbed import traces as R
 from rearl.testbed import toy_model as M
-from rearl.text import ThinkTags, segment, split_think
+from rearl.testbed import traces as R
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_hinted_numbers_round_trip():
 
 
 def test_write_jsonl_rows_for_rearl_loaders(tmp_path):
-    from rearl.io import read_jsonl
-    from rearl.traces import gold_from_field
+    from rearl.core.io import read_jsonl
+    from rearl.core.traces import gold_from_field
 
     tasks = T.make_tasks(6, seed=1)
     p = T.write_jsonl(tasks, tmp_path / "toy.jsonl")
@@ -174,7 +174,7 @@ def test_tokenizer_round_trip_and_tags(tok, traces):
 
 
 def test_decoded_answers_verify(tok, traces, pool):
-    from rearl.verify import check_completions
+    from rearl.core.verify import check_completions
 
     sample = traces[:60]
     texts = [tok.decode(tok(t.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for t in sample]
@@ -199,7 +199,7 @@ def test_paragraphs_separate_answer_and_rechecks(tok, traces):
 
 
 def test_chat_template_raw_and_wrapped(tok):
-    from rearl.prompts import math_messages, policy_prompt_ids
+    from rearl.core.prompts import math_messages, policy_prompt_ids
 
     problem = "xc1 xb2 xa3 + yc4 yb5 ya6"
     want = R.prompt_text(problem)
@@ -281,8 +281,8 @@ def _tiny_config():
 def test_tiny_build_loads_generates_and_is_cached(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rearl.backends import HFPolicy
-    from rearl.prompts import policy_prompt_ids
+    from rearl.backends.hf import HFPolicy
+    from rearl.core.prompts import policy_prompt_ids
 
     cfg = _tiny_config()
     p = M.build_toy_lrm(tmp_path, config=cfg, progress=False)

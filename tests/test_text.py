@@ -2,8 +2,17 @@ import random
 
 import pytest
 
-from rearl.text import MULTIPLE_CLOSE, NO_TAGS, OK, UNCLOSED, ThinkTags, segment, split_paragraphs, split_think
-from rearl.tokens import TokenizedText
+from rearl.core.text import (
+    MULTIPLE_CLOSE,
+    NO_TAGS,
+    OK,
+    UNCLOSED,
+    ThinkTags,
+    segment,
+    split_paragraphs,
+    split_think,
+)
+from rearl.core.tokens import TokenizedText
 
 
 class WordTok:

@@ -9,10 +9,10 @@ import torch
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from rearl.config import load_config  # noqa: E402
-from rearl.groups import Sample, group_advantages  # noqa: E402
-from rearl.prompts import math_messages  # noqa: E402
-from rearl.trainer import REARLTrainer  # noqa: E402
+from rearl.core.groups import Sample, group_advantages  # noqa: E402
+from rearl.core.prompts import math_messages  # noqa: E402
+from rearl.train.config import load_config  # noqa: E402
+from rearl.train.trainer import REARLTrainer  # noqa: E402
 
 PAD = " We keep every digit aligned and write each partial product down before adding anything up."
 LONG = ("<think>\nLet me compute 6 times 7 carefully, step by step, one digit at a time." + PAD + "\n\n"
@@ -135,7 +135,7 @@ RECIPES = ["grpo", "grpo_len", "rea_rl", "rea_rl_no_reflection_model", "rea_rl_n
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_cpu_recipe_runs_two_steps(recipe, tiny_model_dir, tmp_path, shared):
-    from rearl.train import train
+    from rearl.train.run import train
 
     m, d, c = load_config(f"recipes/cpu/{recipe}.yaml", [
         f"model_name_or_path={tiny_model_dir}", f"reflection_model={tiny_model_dir}", f"output_dir={tmp_path}",
@@ -170,7 +170,7 @@ def test_unknown_recipe_key_is_an_error(tmp_path):
 
 
 def test_resume_from_checkpoint(tiny_model_dir, tmp_path, shared):
-    from rearl.train import train
+    from rearl.train.run import train
 
     base = [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", "reflection_model=oracle",
             f"train_files=[{shared}/data/train/deepscaler_train_math.jsonl]", "max_train_samples=8",

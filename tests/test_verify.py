@@ -2,11 +2,9 @@ import json
 import threading
 import time
 
-import pytest
-
-from rearl.benchmarks import BENCHMARKS, load_benchmark
-from rearl.traces import load_traces
-from rearl.verify import VerifierPool, check_completions
+from rearl.core.traces import load_traces
+from rearl.core.verify import VerifierPool, check_completions
+from rearl.eval.benchmarks import BENCHMARKS, load_benchmark
 
 
 def test_basic_equivalences(pool):

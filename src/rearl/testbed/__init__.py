@@ -8,8 +8,23 @@
   answer, and the accuracy it would have without its re-checks.
 """
 
-from .tasks import EASY, HARD, LEVELS, Level, Task, iter_tasks, make_tasks, write_jsonl
-from .traces import REVISION_SCAFFOLD, Trace, make_trace, make_traces, prompt_text
+from rearl.testbed.tasks import (
+    EASY,
+    HARD,
+    LEVELS,
+    Level,
+    Task,
+    iter_tasks,
+    make_tasks,
+    write_jsonl,
+)
+from rearl.testbed.traces import (
+    REVISION_SCAFFOLD,
+    Trace,
+    make_trace,
+    make_traces,
+    prompt_text,
+)
 
 __all__ = [
     "EASY", "HARD", "LEVELS", "Level", "Task", "iter_tasks", "make_tasks", "write_jsonl",
@@ -20,6 +35,6 @@ __all__ = [
 
 def build_toy_lrm(*args, **kwargs):
     """See `rearl.testbed.toy_model.build_toy_lrm` (imported lazily: it pulls in torch)."""
-    from .toy_model import build_toy_lrm as build
+    from rearl.testbed.toy_model import build_toy_lrm as build
 
     return build(*args, **kwargs)

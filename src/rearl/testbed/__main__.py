@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .story import METHODS, StoryConfig, quick_config, run_story
+    from rearl.testbed.story import METHODS, StoryConfig, quick_config, run_story
 
     methods = list(METHODS) if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     given = {k: v for k, v in dict(
@@ -29,7 +28,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from .toy_model import build_toy_lrm
+    from rearl.testbed.toy_model import build_toy_lrm
 
     print(build_toy_lrm(a.cache_dir, seed=a.seed, quick=a.quick, sft_tokens=a.sft_tokens,
                         budget_minutes=a.budget_minutes, force=a.force, threads=a.threads))
@@ -37,22 +36,22 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 def cmd_measure(a: argparse.Namespace) -> int:
-    from .stats import format_table, measure
-    from .toy_model import torch_threads
+    from rearl.testbed.stats import format_table, measure
+    from rearl.testbed.toy_model import torch_threads
 
     with torch_threads():
         res = measure(a.model, n_per_level=a.n_per_level, seed=a.seed, max_new_tokens=a.max_new_tokens,
                       temperatures=[float(x) for x in a.temperatures.split(",")], batch_size=a.batch_size)
     print(format_table(res))
     if a.out:
-        from ..io import write_json_atomic
+        from rearl.core.io import write_json_atomic
 
         write_json_atomic(a.out, res)
     return 0
 
 
 def cmd_tasks(a: argparse.Namespace) -> int:
-    from .tasks import make_tasks, write_jsonl
+    from rearl.testbed.tasks import make_tasks, write_jsonl
 
     levels = [int(x) for x in a.levels.split(",")]
     print(write_jsonl(make_tasks(a.n, levels, seed=a.seed), a.out))

@@ -13,16 +13,15 @@ For each sampled completion:
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-import re
-
-from ..reflection import count_reflections
-from ..text import split_think
-from ..tokens import TokenizedText
-from .tasks import OPERANDS, PLACES, Task
-from .traces import THINK_CLOSE, answer_statements
+from rearl.core.reflection import count_reflections
+from rearl.core.text import split_think
+from rearl.core.tokens import TokenizedText
+from rearl.testbed.tasks import OPERANDS, PLACES, Task
+from rearl.testbed.traces import THINK_CLOSE, answer_statements
 
 _COLUMN = re.compile(r"^[a-h] : (.*) = (\d+) , write", re.M)
 
@@ -97,7 +96,7 @@ def analyse(tokenizer: Any, task: Task, ids: Sequence[int], finished: bool, corr
 
 
 def _policy(model: Any, batch_size: int):
-    from ..backends import HFPolicy
+    from rearl.backends.hf import HFPolicy
 
     if isinstance(model, HFPolicy):
         return model
@@ -112,8 +111,8 @@ def sample_records(model: Any, tasks: Sequence[Task], *, temperature: float = 0.
     """
     from tqdm.auto import tqdm
 
-    from ..prompts import policy_prompt_ids
-    from ..verify import check_completions
+    from rearl.core.prompts import policy_prompt_ids
+    from rearl.core.verify import check_completions
 
     pol = _policy(model, batch_size)
     tok = pol.tokenizer
@@ -136,7 +135,7 @@ def sample_records(model: Any, tasks: Sequence[Task], *, temperature: float = 0.
 def _no_check(pol: Any, tasks: Sequence[Task], prompts: list[list[int]], gens: list[Any], cuts: list[int | None],
               out: list[Record], batch_size: int) -> None:
     """Cut each completion after its first stated answer, force the end of thinking, let the model box."""
-    from ..verify import check_completions
+    from rearl.core.verify import check_completions
 
     tok = pol.tokenizer
     close = tok(THINK_CLOSE, add_special_tokens=False)["input_ids"]
@@ -195,7 +194,7 @@ def measure(model: Any, *, n_per_level: int = 50, levels: Sequence[int] | None =
             temperatures: Sequence[float] = (0.0, 0.6), max_new_tokens: int = 512, batch_size: int = 32,
             progress: bool = True) -> dict[str, Any]:
     """The testbed's base measurements: per temperature, the per-level summary (and the records)."""
-    from .tasks import LEVELS, make_tasks
+    from rearl.testbed.tasks import LEVELS, make_tasks
 
     levels = tuple(levels or LEVELS)
     tasks = make_tasks(n_per_level * len(levels), levels, seed=seed)

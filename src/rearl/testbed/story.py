@@ -6,7 +6,7 @@ Stages, each cached in the run directory (a rerun skips what is finished and res
 2. `data`: held-out evaluation tasks by level, training tasks, calibration tasks (disjoint);
 3. `base_samples`: `rearl eval` of the base model on the calibration tasks at the training
    temperature: the base responses that calibrate T and that the reflection model learns from;
-4. `calibrate`: T = p80 of thinking tokens per reflection (spec §5.4) over those responses;
+4. `calibrate`: T = p80 of thinking tokens per reflection (docs/method.md#reflection-reward) over those responses;
 5. `reflector`: oracle labels (gold + verifier) on those responses, split by problem, SFT of the
    embedded SmolLM2 (LoRA), and its quality report against the oracle (`rearl reflector`);
 6. `train/<method>`: GRPO, GRPO + length, REA-RL and its ablations with `rearl train` (configs
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .tasks import EASY, HARD, LEVELS, make_tasks, write_jsonl
-from .traces import REVISION_SCAFFOLD
+from rearl.testbed.tasks import EASY, HARD, LEVELS, make_tasks, write_jsonl
+from rearl.testbed.traces import REVISION_SCAFFOLD
 
 # What each method changes on top of the shared settings; mirrors recipes/<model>/<method>.yaml.
 METHODS: dict[str, dict[str, Any]] = {
@@ -61,8 +61,8 @@ class StoryConfig:
     # RL: every method gets the same start, tasks, seed and number of prompts
     steps: int = 100
     prompts_per_step: int = 2
-    group_size: int = 4  # G policy samples per prompt (REA-RL adds G revisions: 2G rows, spec §4.3)
-    # the authors' lr, schedule and KL (spec §4.6); measured here: lr 1e-4 without KL wrecked plain GRPO
+    group_size: int = 4  # G policy samples per prompt (REA-RL adds G revisions: 2G rows, docs/method.md#the-training-step)
+    # the authors' lr, schedule and KL (docs/training.md); measured here: lr 1e-4 without KL wrecked plain GRPO
     # (train accuracy 0.36 -> 0.05 in 20 steps), 3e-5 drifted down, 1e-5 held
     learning_rate: float = 2e-5
     beta: float = 0.04
@@ -121,7 +121,7 @@ class Stages:
         self.record: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def run(self, name: str, marker: Path, fn: Callable[[], Any]) -> Any:
-        from ..io import write_json_atomic
+        from rearl.core.io import write_json_atomic
 
         if marker.exists():
             self.log(f"[testbed] {name}: done before, skipped ({marker})")
@@ -180,7 +180,7 @@ def run_side_by_side(st: "Stages", items: Sequence[tuple[str, Path, str, tuple]]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..io import write_json_atomic
+    from rearl.core.io import write_json_atomic
 
     todo = []
     for name, marker, kind, args in items:
@@ -256,7 +256,7 @@ def make_data(cfg: StoryConfig, d: Path) -> None:
 
 def _eval_config(cfg: StoryConfig, model: str, out: Path, data: Path, *, temperature: float, n: int = 1,
                  reference: Path | None = None):
-    from ..evaluate import EvalConfig
+    from rearl.eval.run import EvalConfig
 
     return EvalConfig(model=model, out=str(out), benchmarks=[str(data)], n=n, max_tokens=cfg.max_tokens,
                       budgets=[cfg.max_tokens], temperature=temperature, top_p=1.0 if temperature >= 1 else 0.95,
@@ -266,8 +266,8 @@ def _eval_config(cfg: StoryConfig, model: str, out: Path, data: Path, *, tempera
 
 def write_trace_file(samples_dir: Path, data: Path, out: Path) -> int:
     """Base samples as a traces file (id, problem, answer, response) for calibration and labelling."""
-    from ..benchmarks import load_benchmark
-    from ..io import read_jsonl, write_text_atomic
+    from rearl.core.io import read_jsonl, write_text_atomic
+    from rearl.eval.benchmarks import load_benchmark
 
     problems = {r["id"]: r for r in load_benchmark(str(data))}
     lines = []
@@ -281,8 +281,8 @@ def write_trace_file(samples_dir: Path, data: Path, out: Path) -> int:
 
 def write_reference_traces(data: Path, out: Path, seed: int) -> int:
     """The generator's own traces for these tasks (what the toy LRM was trained to write)."""
-    from ..io import read_jsonl, write_text_atomic
-    from .traces import make_traces, task_from_problem
+    from rearl.core.io import read_jsonl, write_text_atomic
+    from rearl.testbed.traces import make_traces, task_from_problem
 
     rows = [r for _, r in read_jsonl(data)]
     traces = make_traces([task_from_problem(r["problem"]) for r in rows], seed=seed + 40_000)
@@ -295,10 +295,10 @@ def write_reference_traces(data: Path, out: Path, seed: int) -> int:
 def calibrate_traces(traces: Path, tokenizer_path: str, out: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from ..io import write_json_atomic
-    from ..reflection import calibrate
-    from ..text import split_think
-    from ..traces import load_traces
+    from rearl.core.io import write_json_atomic
+    from rearl.core.reflection import calibrate
+    from rearl.core.text import split_think
+    from rearl.core.traces import load_traces
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     rows, ids = [], []
@@ -341,9 +341,9 @@ def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, thresh
 def run_training(settings: dict[str, Any], out: Path) -> None:
     import yaml
 
-    from ..config import load_config
-    from ..io import write_text_atomic
-    from ..train import train
+    from rearl.core.io import write_text_atomic
+    from rearl.train.config import load_config
+    from rearl.train.run import train
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
@@ -359,11 +359,10 @@ def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
     response, reflections and tokens after the first correct answer statement (exact for our format)."""
     from transformers import AutoTokenizer
 
-    from ..io import read_jsonl
-    from .stats import analyse
-    from .traces import task_from_problem
-
-    from ..benchmarks import load_benchmark
+    from rearl.core.io import read_jsonl
+    from rearl.eval.benchmarks import load_benchmark
+    from rearl.testbed.stats import analyse
+    from rearl.testbed.traces import task_from_problem
 
     summary = json.loads((eval_dir / "summary.json").read_text())
     tok = AutoTokenizer.from_pretrained(summary["run"]["tokenizer"])
@@ -482,7 +481,7 @@ def testbed_markdown(stats: dict[str, dict[str, dict[str, Any]]], targets: Seque
 
 
 def plot_by_level(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
-    from ..report import _pyplot
+    from rearl.eval.report import _pyplot
 
     plt = _pyplot()
     levels = [f"L{k}" for k in LEVELS]
@@ -504,8 +503,8 @@ def plot_by_level(stats: dict[str, dict[str, dict[str, Any]]], path: Path) -> No
 # -- the story -------------------------------------------------------------------------------------------
 def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) every stage; returns the testbed summary (also in <out>/testbed.json)."""
-    from ..io import write_json_atomic, write_text_atomic
-    from .toy_model import build_toy_lrm, load_meta
+    from rearl.core.io import write_json_atomic, write_text_atomic
+    from rearl.testbed.toy_model import build_toy_lrm, load_meta
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -603,14 +602,14 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
                 st.run(name, marker, lambda args=args: train_and_eval_reflector(*args, progress))
 
     # 5. report (always rebuilt: cheap)
-    from ..report import make_report
+    from rearl.eval.report import make_report
 
     names = ["base"] + list(cfg.methods)
     rep = out / "report"
     report = make_report([str(ev / n) for n in names], rep, reference=str(ev / "base"),
                          labels=[LABELS.get(n, n) for n in names])
     # the evaluations above carry no trainer state: the curves come from the training directories
-    from ..report import load_run, plot_training
+    from rearl.eval.report import load_run, plot_training
 
     plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
     stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
@@ -643,18 +642,18 @@ def stage_times(record: dict[str, Any]) -> str:
 
 
 def _evaluate(ecfg: Any, progress: bool) -> None:
-    from ..evaluate import evaluate
+    from rearl.eval.run import evaluate
 
     evaluate(ecfg, progress=progress)
 
 
 def train_and_eval_reflector(cfg: StoryConfig, model: str, traces: Path, out: Path, progress: bool) -> None:
     """Oracle labels on the base responses -> split by problem -> SFT (LoRA) -> report vs the oracle."""
-    from ..reflector_data import LabelConfig, label_file, split_file
-    from ..reflector_eval import EvalConfig as REvalConfig
-    from ..reflector_eval import evaluate_reflector, markdown_table
-    from ..reflector_train import load_train_config, train_reflector
-    from ..io import write_json_atomic, write_text_atomic
+    from rearl.core.io import write_json_atomic, write_text_atomic
+    from rearl.reflector.evaluate import EvalConfig as REvalConfig
+    from rearl.reflector.evaluate import evaluate_reflector, markdown_table
+    from rearl.reflector.labels import LabelConfig, label_file, split_file
+    from rearl.reflector.train import load_train_config, train_reflector
 
     out.mkdir(parents=True, exist_ok=True)
     labels = out / "labels.jsonl"

@@ -3,7 +3,7 @@
 Every digit of the question carries a tag naming its operand and its place: operand x, y, z and
 place a = ones, b = tens, ...; the problem 731 + 589 is ``xc7 xb3 xa1 + yc5 yb8 ya9``. A tiny
 model trained from scratch cannot find "the tens digit of the second operand" among plain digits
-within a CPU budget (toy-testbed-feasibility §2). Place letters alone ("c7 b3 a1") are learnable
+within a CPU budget (docs/testbed.md). Place letters alone ("c7 b3 a1") are learnable
 but leave it to pick the k-th "a" digit, and whether a 6M-token SFT gets there varies from run to
 run (measured here: 98% then 5% accuracy from two builds that differed only in their data order).
 With a tag per digit the lookup is a plain copy of the token after a matching tag, which small
@@ -156,7 +156,7 @@ def make_tasks(n: int, levels: Sequence[int] = tuple(LEVELS), seed: int = 0,
 
 def write_jsonl(tasks: Iterable[Task], path: str | os.PathLike, prefix: str = "toy") -> Path:
     """Write tasks as JSONL rows {id, problem, answer, level}, atomically."""
-    from ..io import write_text_atomic
+    from rearl.core.io import write_text_atomic
 
     lines = [json.dumps(t.row(f"{prefix}-{i}")) for i, t in enumerate(tasks)]
     p = Path(path)

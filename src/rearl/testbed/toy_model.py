@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .tasks import LEVELS, iter_tasks, level_table
-from .traces import EOS, finish_document, make_trace, make_traces
+from rearl.testbed.tasks import LEVELS, iter_tasks, level_table
+from rearl.testbed.traces import EOS, finish_document, make_trace, make_traces
 
 WORLD_VERSION = 5  # bump when tasks/traces change, so cached models are not reused across worlds
 COMPLETE = ".complete"
@@ -61,7 +61,15 @@ def train_tokenizer(texts: Sequence[str]):
     So decode(encode(text)) == text for the traces' text conventions, and a decoded answer is
     "\\boxed{22106}", which rearl's verifier reads as is.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     learner = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -196,7 +204,7 @@ class torch_threads:
 
 
 def testbed_cache_dir() -> Path:
-    from ..models import cache_dir
+    from rearl.backends.embedded import cache_dir
 
     return cache_dir() / "testbed"
 
@@ -359,7 +367,7 @@ def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes:
                   probe_per_level: int | None = None, threads: int | None = None) -> Path:
     """Train (once) and return the directory of the toy overthinking LRM (model + tokenizer).
 
-    `cache_dir` defaults to `rearl.models.cache_dir() / "testbed"`; the entry is named after the
+    `cache_dir` defaults to `rearl.backends.embedded.cache_dir() / "testbed"`; the entry is named after the
     configuration's hash, so changing any setting trains a new model. SFT runs on `sft_tokens`
     tokens (default 9M) unless `budget_minutes` of SFT run out
     first. `quick` builds a small model in about a minute (for tests; it is not accurate).
@@ -397,8 +405,8 @@ def build_toy_lrm(cache_dir: str | os.PathLike | None = None, *, budget_minutes:
 
 
 def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int = 0, threads: int | None = None) -> None:
-    from ..io import write_json_atomic
-    from .tasks import make_tasks
+    from rearl.core.io import write_json_atomic
+    from rearl.testbed.tasks import make_tasks
 
     t0 = time.monotonic()
     corpus_tasks = make_tasks(cfg.tokenizer_corpus, cfg.levels, seed=cfg.seed + 10_000)
@@ -429,8 +437,8 @@ def _build_into(out: Path, cfg: ToyConfig, progress: bool, probe_per_level: int 
 
 def probe(path: str | os.PathLike, per_level: int, levels: Sequence[int] = tuple(LEVELS)) -> dict[str, Any]:
     """Greedy accuracy (%) by level on `per_level` fresh problems each (seed 777)."""
-    from .stats import sample_records, summarize
-    from .tasks import make_tasks
+    from rearl.testbed.stats import sample_records, summarize
+    from rearl.testbed.tasks import make_tasks
 
     tasks = make_tasks(per_level * len(levels), levels, seed=777)
     with torch_threads():

@@ -14,7 +14,7 @@ A trace is a completion that follows the prompt ``<eos>Q : {problem} = ?\\n<thin
 
 Text conventions, which the tokenizer relies on to decode exactly: tokens are separated by one
 space, numbers are written without spaces, lines are joined by a bare ``\\n`` and parts by a blank
-line. Every part is long enough (>= 32 tokens) for the §2.2 paragraph splitter to close it on its
+line. Every part is long enough (>= 32 tokens) for the docs/method.md#paragraphs paragraph splitter to close it on its
 own, so the answer statement and each re-check land in different paragraphs.
 """
 
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .tasks import LEVELS, OPERANDS, PLACES, Task, level_of
+from rearl.testbed.tasks import LEVELS, OPERANDS, PLACES, Task, level_of
 
 PROMPT_PREFIX = "Q : "
 PROMPT_SUFFIX = " = ?\n<think>\n"
@@ -174,7 +174,7 @@ def finish_document(trace: Trace, rng: random.Random) -> str:
     """An SFT document that teaches finishing from a cut: the trace cut at a random line end after
     its first answer, ``\\n</think>\\n\\n`` forced, and the box holding the last answer stated so far.
 
-    REA-RL cuts the thinking and lets the policy write the answer (spec §2.6); a model that never
+    REA-RL cuts the thinking and lets the policy write the answer (docs/method.md#sequential-revision); a model that never
     saw `</think>` at such a point boxes garbage (measured: 43% right after a correct first answer
     on L3). Train the box only (the loss starts after the forced tags), so these documents do not
     teach the model to stop thinking early.
@@ -215,7 +215,7 @@ def answer_statements(text: str) -> list[Statement]:
 
 def task_from_problem(problem: str) -> Task:
     """Rebuild a Task from its problem string (e.g. to regenerate a reference trace)."""
-    from .tasks import parse_problem
+    from rearl.testbed.tasks import parse_problem
 
     ops = parse_problem(problem)
     lv = level_of(ops)

@@ -1,0 +1,183 @@
+"""Training configuration: `REARLConfig` (TRL's `GRPOConfig` plus REA-RL's knobs) and YAML loading.
+
+A recipe is one flat YAML mapping. Keys are dispatched to `ModelArgs`, `DataArgs` or `REARLConfig`
+by name; an unknown key is an error naming it (TRL 0.16 silently dropped unknown keys, which made
+two of the authors' YAML settings dead, docs/training.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from trl import GRPOConfig
+
+FAILED_REVISION_POLICIES = ("drop", "duplicate_original")
+ZERO_ACCURACY_POLICIES = ("auto", "zero_advantage", "keep")
+LENGTH_REWARDS = ("none", "refined", "kimi")
+
+
+@dataclass
+class REARLConfig(GRPOConfig):
+    """`GRPOConfig` + REA-RL.
+
+    With ``revision`` on, each TRL group of ``num_generations`` rows holds G = num_generations / 2
+    policy samples and their G revisions, interleaved (original_1, revised_1, ...), as the paper's
+    2G groups (docs/method.md#the-training-step). ``num_generations: 8`` is therefore the paper's G = 4.
+    """
+
+    # -- sequential revision (the reflection model) --
+    revision: bool = field(default=True, metadata={"help": "Cut each sample after its answer and let the policy finish it."})
+    reflection_model: str = field(default="default", metadata={
+        "help": "Reflection model: a path, 'default' (the embedded model), an OpenAI-compatible server URL, or "
+                "'oracle' (the gold-answer detector, a free teacher)."})
+    reflection_tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer of a served reflection model."})
+    reflection_window_tokens: int | None = field(default=None, metadata={
+        "help": "Score the trace in windows of paragraphs within this many policy tokens (None: as the reflection "
+                "model was trained, from its rearl_reflector.json; 0: the whole trace)."})
+    reflection_mode: str = field(default="forward", metadata={"help": "Reflection scoring: 'forward' or 'generate'."})
+    reflection_position: str = field(default="normal", metadata={"help": "Cut position: strong, normal (paper) or weak."})
+    revision_max_tokens: int = field(default=256, metadata={"help": "Token budget of the revised answer."})
+    revision_scaffold: str = field(default="\n</think>\n\n**Final Answer:**\n\n", metadata={
+        "help": "Text inserted after the kept thinking."})
+    failed_revision_policy: str = field(default="drop", metadata={
+        "help": "A revision that is wrong or unfinished: 'drop' (paper: excluded from the group statistics, no "
+                "gradient) or 'duplicate_original' (authors' code: replaced by a copy of its original)."})
+    zero_accuracy_groups: str = field(default="auto", metadata={
+        "help": "Groups where every completion is wrong: 'zero_advantage', 'keep', or 'auto' (the authors' code: "
+                "zero_advantage with revision on, keep without)."})
+    mask_scaffold_tokens: bool = field(default=False, metadata={
+        "help": "Exclude the inserted scaffold tokens from the loss (the authors train on them)."})
+    # -- rewards --
+    accuracy_mode: str = field(default="answer_part", metadata={
+        "help": "'answer_part' (answer after </think>) or 'last_boxed_anywhere' (authors' code)."})
+    require_think_close: bool = field(default=False, metadata={
+        "help": "Score a completion without a closing think tag as wrong (templates that open <think> in the prompt)."})
+    length_reward: str = field(default="refined", metadata={"help": "'refined' (REA-RL), 'kimi' or 'none'."})
+    length_unit: str = field(default="tokens", metadata={"help": "'tokens' or 'chars'."})
+    length_scope: str = field(default="per_problem", metadata={"help": "Kimi reward scope: 'per_problem' or 'batch'."})
+    length_units: str = field(default="code", metadata={"help": "Refined reward units: 'code' (wrong = -0.5) or 'paper'."})
+    reflection_reward: bool = field(default=True, metadata={"help": "Add the reflection-density reward."})
+    reflection_threshold: float | None = field(default=None, metadata={
+        "help": "T, tokens per reflection (the authors' 225.09 for R1-7B); or give reflection_calibration."})
+    reflection_calibration: str | None = field(default=None, metadata={"help": "A `rearl calibrate` JSON file."})
+    reflection_regex: str = field(default="authors", metadata={"help": "'authors' or 'word' (word boundaries)."})
+    reflection_reward_form: str = field(default="code", metadata={"help": "'code': min(D*T,1); 'paper': min(0,D/D_q-1)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.failed_revision_policy, FAILED_REVISION_POLICIES, "failed_revision_policy")
+        _check(self.zero_accuracy_groups, ZERO_ACCURACY_POLICIES, "zero_accuracy_groups")
+        _check(self.length_reward, LENGTH_REWARDS, "length_reward")
+        _check(self.reflection_mode, ("forward", "generate"), "reflection_mode")
+        _check(self.reflection_position, ("strong", "normal", "weak"), "reflection_position")
+        if self.revision and self.num_generations % 2:
+            raise ValueError(f"with revision on, num_generations ({self.num_generations}) must be even: G samples + G revisions")
+        if self.reflection_reward and self.reflection_threshold is None and self.reflection_calibration is None:
+            raise ValueError("reflection_reward needs reflection_threshold or reflection_calibration")
+
+    @property
+    def parallel_samples(self) -> int:
+        """G: policy samples per prompt."""
+        return self.num_generations // 2 if self.revision else self.num_generations
+
+
+def _check(value: str, allowed: Sequence[str], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+
+
+@dataclass
+class ModelArgs:
+    model_name_or_path: str = "default"  # 'default' = the embedded SmolLM2-135M-Instruct
+    dtype: str = "float32"
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class DataArgs:
+    train_files: list[str] = field(default_factory=list)  # JSONL with problem + answer fields
+    problem_field: str | None = None
+    answer_field: str | None = None
+    max_train_samples: int | None = None
+    data_seed: int = 0
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. Under YAML 1.1 `save_strategy: no` would load as False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _Yaml12Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:bool", __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$")))
+
+
+# YAML 1.2 floats: "1e-5" (no dot) is a number too.
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", __import__("re").compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"override {it!r} is not key=value")
+        k, v = it.split("=", 1)
+        out[k.strip().lstrip("-").replace("-", "_")] = load_yaml(v) if v != "" else None
+    return out
+
+
+def read_recipe(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's keys; `include: other.yaml` (or a list) pulls in shared keys first, this file wins."""
+    p = Path(path).resolve()
+    if str(p) in _seen:
+        raise ValueError(f"{p}: include cycle")
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such recipe")
+    loaded = load_yaml(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{p}: a recipe is a YAML mapping of key: value")
+    inc = loaded.pop("include", None) or []
+    out: dict[str, Any] = {}
+    for i in [inc] if isinstance(inc, str) else inc:
+        out.update(read_recipe(p.parent / i, _seen + (str(p),)))
+    out.update(loaded)
+    return out
+
+
+def load_config(path: str | None, overrides: Sequence[str] = (), **defaults: Any) -> tuple[ModelArgs, DataArgs, REARLConfig]:
+    """Read a recipe (flat YAML) plus `key=value` overrides into the three argument dataclasses."""
+    raw: dict[str, Any] = dict(defaults)
+    if path:
+        raw.update(read_recipe(path))
+    raw.update(parse_overrides(overrides))
+    m_keys, d_keys, t_keys = _fields(ModelArgs), _fields(DataArgs), _fields(REARLConfig)
+    unknown = sorted(set(raw) - m_keys - d_keys - t_keys)
+    if unknown:
+        where = f"{path}" if path else "overrides"
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    model = ModelArgs(**{k: v for k, v in raw.items() if k in m_keys})
+    data = DataArgs(**{k: v for k, v in raw.items() if k in d_keys})
+    if isinstance(data.train_files, str):
+        data.train_files = [data.train_files]
+    cfg = REARLConfig(**{k: v for k, v in raw.items() if k in t_keys})
+    return model, data, cfg
