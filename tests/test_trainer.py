@@ -79,9 +79,42 @@ def test_drop_policy_groups_and_advantages(tiny_model_dir, tmp_path):
     assert adv[3] == 0.0
     assert adv == pytest.approx(expected_advantages(out, tr), abs=1e-5)
     assert adv[1] > adv[0] > adv[2]  # the short correct revision beats its long original
-    assert "tool_mask" not in out  # scaffold trained on, as the authors
+    live = [m.bool() for m in out["completion_mask"]]
+    assert out["tool_mask"][1][live[1]].tolist() == [1] * len(ids[1])  # scaffold trained on, as the authors
+    assert (out["tool_mask"][3] * out["completion_mask"][3]).sum().item() == 0  # the dropped revision: out of the loss
     m = tr._metrics["train"]
     assert m["revision/accept_rate"][-1] == 0.5 and m["groups/dropped_rows"][-1] == 0.25
+
+
+def _loss_and_grads(tr, batch):
+    tr.model.zero_grad()
+    loss = tr.compute_loss(tr.model, batch)
+    loss.backward()
+    return loss.item(), [p.grad.detach().clone() for p in tr.model.parameters() if p.grad is not None]
+
+
+def test_dropped_revision_is_out_of_the_loss(tiny_model_dir, tmp_path):
+    """Loss and gradients with a dropped revision equal those of the batch without it (KL included)."""
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "loss_type=bnpo", "beta=0.04")
+    tr.current_gradient_accumulation_steps = 1
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)
+    loss_mask = out["tool_mask"] * out["completion_mask"]
+    assert loss_mask[3].sum().item() == 0 and loss_mask[:3].sum().item() > 0
+    keep = torch.tensor([0, 1, 2])
+    without = {k: v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == 4 else v for k, v in out.items()}
+    loss_all, grads_all = _loss_and_grads(tr, out)
+    loss_kept, grads_kept = _loss_and_grads(tr, without)
+    assert loss_all == pytest.approx(loss_kept, rel=1e-5, abs=1e-7)
+    assert len(grads_all) == len(grads_kept) > 0
+    for a, b in zip(grads_all, grads_kept):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_drop_needs_a_token_normalised_loss(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="token-normalised"):
+        make(tiny_model_dir, tmp_path, "loss_type=grpo")
 
 
 def test_duplicate_policy_and_scaffold_mask(tiny_model_dir, tmp_path):

@@ -125,16 +125,22 @@ def oracle_detect(
 ) -> Detection:
     if not seg.paragraphs:
         return Detection(None, seg.split.think_start)
+    probs = oracle_p_result(seg, gold, mentions_ok=mentions_ok, pool=pool)
+    pos = cut_positions(probs, len(probs), second_half=second_half)
+    assert pos is not None
+    cut = pos.get(position)
+    return Detection(cut, seg.paragraphs[cut].char_end, pos, probs, [i for i, p in enumerate(probs) if p >= 0.5])
+
+
+def oracle_p_result(seg: Segmentation, gold: str | None, *, mentions_ok: Sequence[Mention] | None = None,
+                    pool: VerifierPool | None = None) -> list[float]:
+    """The oracle's P(Result) per paragraph: 1.0 where the thinking states an answer equivalent to `gold`."""
     if mentions_ok is None:
         if gold is None:
             raise ValueError("the oracle detector needs a gold answer")
         mentions_ok = correct_mentions(answer_mentions(seg.text, seg.split.think_start, seg.split.think_end), gold, pool)
     hit = {p.index for p in seg.paragraphs for m in mentions_ok if p.char_start <= m.pos < p.char_end}
-    probs = [1.0 if i in hit else 0.0 for i in range(len(seg.paragraphs))]
-    pos = cut_positions(probs, len(probs), second_half=second_half)
-    assert pos is not None
-    cut = pos.get(position)
-    return Detection(cut, seg.paragraphs[cut].char_end, pos, probs, sorted(hit))
+    return [1.0 if i in hit else 0.0 for i in range(len(seg.paragraphs))]
 
 
 def first_reflection_detect(seg: Segmentation, *, regex: str = "authors") -> Detection:

@@ -28,6 +28,7 @@ class Revision:
     n_scaffold: int
     n_generated: int
     completed: bool  # the answer ended with EOS within the budget
+    logprobs: list[float] | None = None  # of the generated answer, when the policy returns them
 
 
 def scaffold_ids(tokenizer: Any, prefix_text: str, scaffold: str = DEFAULT_SCAFFOLD) -> list[int]:
@@ -36,6 +37,25 @@ def scaffold_ids(tokenizer: Any, prefix_text: str, scaffold: str = DEFAULT_SCAFF
     dropped instead when the prefix already ends with a newline."""
     s = scaffold.lstrip("\n") if prefix_text.endswith("\n") else scaffold
     return list(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+
+SHORT_TRACE_RULES = ("drop_last_part", "none")
+
+
+def kept_prefix_ids(seg: Any, cut: int, short_trace_rule: str = "drop_last_part") -> list[int]:
+    """The completion's own ids that a revision keeps when cutting after paragraph `cut`.
+
+    With ``drop_last_part`` (the authors' code) a cut at the trace's last paragraph, which only the cap
+    of a short trace (n < 10) produces, also drops that text's last blank-line part, so the revision
+    still removes something; the cut then falls on the start of that blank line.
+    """
+    if short_trace_rule not in SHORT_TRACE_RULES:
+        raise ValueError(f"short_trace_rule must be one of {SHORT_TRACE_RULES}, got {short_trace_rule!r}")
+    if short_trace_rule == "none" or cut != len(seg.paragraphs) - 1:
+        return seg.prefix_ids(cut)
+    start, end = seg.split.think_start, seg.paragraphs[cut].char_end
+    k = seg.text.rfind("\n\n", start, end)
+    return list(seg.tokens.ids[: seg.tokens.tokens_ending_by(k if k >= 0 else start)])
 
 
 def revise(
@@ -65,7 +85,9 @@ def revise(
     for k, s, g in zip(prefix_ids, scaf, gens):
         ids = list(k) + s + list(g.ids)
         mask = [1] * len(k) + [0] * len(s) + [1] * len(g.ids)
-        out.append(Revision(ids, tokenizer.decode(ids, skip_special_tokens=True), mask, len(k), len(s), len(g.ids), g.finished))
+        lp = getattr(g, "logprobs", None)
+        out.append(Revision(ids, tokenizer.decode(ids, skip_special_tokens=True), mask, len(k), len(s), len(g.ids),
+                            g.finished, list(lp) if lp is not None else None))
     return out
 
 

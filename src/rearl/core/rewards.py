@@ -38,27 +38,49 @@ def completion_text(c: Any) -> str:
     return str(c)
 
 
-def gold_answers(n: int, kwargs: dict[str, Any]) -> list[str | None]:
-    """Per-completion gold answers from the `answer` column, else `solution`.
+GOLD_COLUMNS = ("answer", "solution")
+# Private column with precomputed correctness: TRL forwards every dataset column to the rewards, so a
+# public name such as `correct` would let a dataset column override the verifier.
+CORRECT_KEY = "_rearl_correct"
+FINISHED_KEY = "_rearl_finished"  # per row: reached EOS (set by the REA-RL rollout)
 
-    A full worked solution (MATH style) is reduced to its last box.
-    """
-    col = kwargs.get("answer")
-    if col is None:
-        col = kwargs.get("solution")
-    if col is None:
-        raise ValueError("reward needs a gold answer: the dataset has neither an 'answer' nor a 'solution' column")
+
+def gold_column(columns: Sequence[str]) -> str:
+    """The dataset column that holds the gold answer (`answer`, else `solution`), or a clear error."""
+    for c in GOLD_COLUMNS:
+        if c in columns:
+            return c
+    raise ValueError(f"no gold answer column: the data needs one of {', '.join(GOLD_COLUMNS)} "
+                     f"(columns: {', '.join(map(str, columns)) or 'none'})")
+
+
+def normalize_gold(g: Any) -> str | None:
+    """A gold answer as the verifier should see it: a worked solution (MATH style) or a boxed gold is
+    reduced to its last box; `$...$` / `\\(...\\)` around the whole answer is removed."""
+    if g is None:
+        return None
+    g = str(g).strip()
+    box = last_boxed(g) if ("\\boxed" in g or "\\fbox" in g) else None
+    if box is not None:
+        g = box.strip()
+    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(g) > len(a) + len(b) and g.startswith(a) and g.endswith(b):
+            g = g[len(a) : -len(b)].strip()
+            break
+    return g
+
+
+def read_gold(row: dict[str, Any]) -> str | None:
+    """The gold answer of one dataset row: the one reader used by the rewards and the rollout."""
+    return normalize_gold(row[gold_column(list(row))])
+
+
+def gold_answers(n: int, kwargs: dict[str, Any]) -> list[str | None]:
+    """Per-completion gold answers from the `answer` column, else `solution` (see `normalize_gold`)."""
+    col = kwargs[gold_column([k for k in GOLD_COLUMNS if kwargs.get(k) is not None])]
     if isinstance(col, (str, int, float)):
         col = [col] * n
-    out: list[str | None] = []
-    for g in col:
-        if g is None:
-            out.append(None)
-            continue
-        g = str(g)
-        box = last_boxed(g) if "\\boxed" in g else None
-        out.append(box if box is not None else g)
-    return out
+    return [normalize_gold(g) for g in col]
 
 
 def group_keys(n: int, prompts: Sequence[Any] | None, kwargs: dict[str, Any]) -> list[str]:
@@ -91,11 +113,15 @@ def _length_groups(unit: str, accuracy: "AccuracyReward", prompts, completions, 
     """Lengths, correctness and the index groups (by problem, or one batch group) of one call."""
     texts = [completion_text(c) for c in completions]
     lengths = _lengths(unit, texts, completion_ids)
-    correct = accuracy.correctness(completions, kwargs)
+    correct = accuracy.correctness(completions, kwargs, completion_ids)
     keys = group_keys(len(texts), prompts, kwargs) if by_problem else ["*"] * len(texts)
+    # Rows the group policy drops afterwards (a failed revision under `failed_revision_policy: drop`)
+    # must not move the min/max of the rows that stay; their own value is discarded (NaN) later.
+    dropped = kwargs.get("revision_failed") or [False] * len(texts)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
-        groups[k].append(i)
+        if not dropped[i]:
+            groups[k].append(i)
     return lengths, correct, list(groups.values())
 
 
@@ -115,31 +141,48 @@ class AccuracyReward(_Reward):
     `mode` = ``answer_part`` (default: answer after ``</think>``; unfinished thinking scores 0) or
     ``last_boxed_anywhere`` (the authors' code). `require_close=True` gives 0 to a completion
     without a closing think tag (for chat templates that open the thinking in the prompt).
+    `eos_token_ids` + `require_eos=True` give 0 to a completion whose ids do not end with EOS (cut
+    off by the token budget); the rollout's `FINISHED_KEY` column says the same without ids.
     """
 
     name = "accuracy"
 
     def __init__(self, mode: str = "answer_part", tags: ThinkTags = ThinkTags(), require_close: bool = False,
-                 pool: VerifierPool | None = None):
+                 pool: VerifierPool | None = None, require_eos: bool = False, eos_token_ids: Sequence[int] = ()):
         super().__init__()
+        if require_eos and not eos_token_ids:
+            raise ValueError("require_eos needs eos_token_ids")
         self.mode, self.tags, self.require_close, self.pool = mode, tags, require_close, pool
+        self.require_eos, self.eos_token_ids = require_eos, set(eos_token_ids)
 
-    def correctness(self, completions: Sequence[Any], kwargs: dict[str, Any]) -> list[bool]:
-        if "correct" in kwargs and kwargs["correct"] is not None:
-            return [bool(c) for c in kwargs["correct"]]
+    def finished(self, n: int, completion_ids: Sequence[Sequence[int]] | None, kwargs: dict[str, Any]) -> list[bool]:
+        """Whether each completion reached EOS (True for all when it is not known or not required)."""
+        if not self.require_eos:
+            return [True] * n
+        if kwargs.get(FINISHED_KEY) is not None:
+            return [bool(f) for f in kwargs[FINISHED_KEY]]
+        if completion_ids is None:
+            raise ValueError(f"require_eos needs completion_ids (or a {FINISHED_KEY!r} column)")
+        return [bool(ids) and ids[-1] in self.eos_token_ids for ids in completion_ids]
+
+    def correctness(self, completions: Sequence[Any], kwargs: dict[str, Any],
+                    completion_ids: Sequence[Sequence[int]] | None = None) -> list[bool]:
+        if kwargs.get(CORRECT_KEY) is not None:
+            return [bool(c) for c in kwargs[CORRECT_KEY]]
         texts = [completion_text(c) for c in completions]
         golds = gold_answers(len(texts), kwargs)
-        return [r.ok for r in check_completions(
-            texts, golds, mode=self.mode, tags=self.tags, require_close=self.require_close, pool=self.pool)]
+        done = self.finished(len(texts), completion_ids, kwargs)
+        return [r.ok and f for r, f in zip(check_completions(
+            texts, golds, mode=self.mode, tags=self.tags, require_close=self.require_close, pool=self.pool), done)]
 
     def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
         completions = list(completions or [])
-        return [1.0 if ok else 0.0 for ok in self.correctness(completions, kwargs)]
+        return [1.0 if ok else 0.0 for ok in self.correctness(completions, kwargs, completion_ids)]
 
 
 # -- length -------------------------------------------------------------------------------------
 class KimiLengthReward(_Reward):
-    """Kimi k1.5 length reward (arXiv 2501.12599, docs/method.md#the-reflection-model).
+    """Kimi k1.5 length reward (arXiv 2501.12599, docs/method.md#length-rewards).
 
     Per problem group: lambda = 0.5 - (L - L_min) / (L_max - L_min); correct -> lambda,
     wrong -> min(0, lambda); all lengths equal -> 0. ``scope="batch"`` reproduces the authors'

@@ -29,7 +29,14 @@ from rearl.core.answers import extract_answer
 from rearl.core.text import ThinkTags
 
 DEFAULT_TIMEOUT = 5.0
-_STARTUP_LIMIT = 120.0  # seconds a fresh worker may take to import math-verify
+STARTUP_TIMEOUT = 120.0  # seconds a fresh worker may take to import math-verify
+_MAX_STARTUP_FAILURES = 3  # workers in a row that die or hang at start, with none ready: the pool gives up
+
+
+class VerifierError(RuntimeError):
+    """The pool cannot check answers at all (workers cannot start, or it was closed with items in
+    flight). Raised instead of reporting every answer as wrong: a reward of 0 for everything would
+    let training run while learning nothing."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,10 @@ class VerifierPool:
     """
 
     def __init__(self, workers: int | None = None, timeout: float = DEFAULT_TIMEOUT, cache_size: int = 65536,
-                 python: str | None = None):
+                 python: str | None = None, startup_timeout: float = STARTUP_TIMEOUT):
         self.n_workers = max(1, workers or min(4, os.cpu_count() or 1))
         self.timeout = float(timeout)
+        self.startup_timeout = float(startup_timeout)
         self._python = python or sys.executable
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self._env = dict(os.environ)
@@ -117,6 +125,8 @@ class VerifierPool:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._closed = False
+        self._fatal: str | None = None
+        self._state = threading.Lock()  # makes "not closed, so enqueue" atomic against close()
         self._startup_failures = 0
         self.stats = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="rearl-verifier", daemon=True)
@@ -133,9 +143,10 @@ class VerifierPool:
         if hit is not None:
             fut.set_result(hit)
             return fut
-        if self._closed:
-            raise RuntimeError("VerifierPool is closed")
-        self._inbox.put((key[0], key[1], fut))
+        with self._state:
+            if self._closed:
+                raise VerifierError(self._fatal or "VerifierPool is closed")
+            self._inbox.put((key[0], key[1], fut))
         os.write(self._wake_w, b"x")
         return fut
 
@@ -149,9 +160,11 @@ class VerifierPool:
         return [f.result() for f in futs]
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the workers. Items not checked yet fail with `VerifierError` (never left waiting)."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
 
@@ -184,7 +197,7 @@ class VerifierPool:
             self.stats["spawned"] += 1
             return w
 
-        def retire(w: _Worker, result: VerifyResult | None) -> None:
+        def retire(w: _Worker, result: VerifyResult | Exception | None) -> None:
             try:
                 sel.unregister(w.proc.stdout)
             except (KeyError, ValueError):
@@ -193,8 +206,19 @@ class VerifierPool:
             workers.remove(w)
             if w.task is not None and result is not None:
                 _, fut, _, key = w.task
-                self._remember(key, result)
-                fut.set_result(result)
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    self._remember(key, result)
+                    fut.set_result(result)
+
+        def startup_failed(w: _Worker, why: str) -> None:
+            self._startup_failures += 1
+            self.stats["startup_failures"] += 1
+            if self._startup_failures >= _MAX_STARTUP_FAILURES and not any(x.ready for x in workers if x is not w):
+                raise VerifierError(
+                    f"verifier workers cannot start ({self._python} -m rearl.core._verify_worker {why}, "
+                    f"{self._startup_failures} times in a row); check that math-verify is installed")
 
         try:
             for _ in range(self.n_workers):
@@ -220,7 +244,7 @@ class VerifierPool:
                             break
                 now = time.monotonic()
                 deadlines = [w.task[2] for w in workers if w.task is not None]
-                deadlines += [w.started + _STARTUP_LIMIT for w in workers if not w.ready]
+                deadlines += [w.started + self.startup_timeout for w in workers if not w.ready]
                 wait = max(0.0, min(deadlines) - now) if deadlines else None
                 for key, _ in sel.select(wait):
                     w = key.data
@@ -235,15 +259,9 @@ class VerifierPool:
                         continue
                     msgs = w.read_lines()
                     if msgs is None:
-                        if not w.ready:
-                            self._startup_failures += 1
                         self.stats["died"] += 1
-                        if self._startup_failures >= 3 and not any(x.ready for x in workers if x is not w):
-                            retire(w, VerifyResult(False, error="worker died"))
-                            raise RuntimeError(
-                                f"verifier workers cannot start ({self._python} -m rearl.core._verify_worker exits); "
-                                "check that math-verify is installed"
-                            )
+                        if not w.ready:
+                            startup_failed(w, "exits")
                         spawn()
                         retire(w, VerifyResult(False, error="worker died"))
                         continue
@@ -264,33 +282,35 @@ class VerifierPool:
                         self.stats["timeouts"] += 1
                         spawn()
                         retire(w, VerifyResult(False, timeout=True, error=f"timeout after {self.timeout:g}s"))
-                    elif not w.ready and now >= w.started + _STARTUP_LIMIT:
+                    elif not w.ready and now >= w.started + self.startup_timeout:
+                        startup_failed(w, f"hangs at start for {self.startup_timeout:g}s")
                         retire(w, None)
                         spawn()
         except BaseException as e:  # noqa: BLE001 - never leave a caller waiting forever
-            err = f"verifier pool failed: {type(e).__name__}: {e}"
-            for w in list(workers):
-                if w.task is not None:
-                    w.task[1].set_result(VerifyResult(False, error=err))
-                    w.task = None
-            while pending:
-                pending.popleft()[2].set_result(VerifyResult(False, error=err))
-            self._closed = True
-            self._fail_inbox(err)
+            with self._state:
+                self._fatal = str(e) if isinstance(e, VerifierError) else f"verifier pool failed: {type(e).__name__}: {e}"
+                self._closed = True
         finally:
+            # Every item still here fails loudly: the ones in workers, the ones taken from the inbox but
+            # not sent yet, and the ones still in the inbox (no submit can add more: _closed is set).
+            err = VerifierError(self._fatal or "verifier pool closed before the item was checked")
             for w in list(workers):
-                retire(w, VerifyResult(False, error="pool closed"))
-            self._fail_inbox("pool closed")
+                retire(w, err)
+            while pending:
+                fut = pending.popleft()[2]
+                if not fut.done():
+                    fut.set_exception(err)
+            self._fail_inbox(err)
             sel.close()
 
-    def _fail_inbox(self, err: str) -> None:
+    def _fail_inbox(self, err: Exception) -> None:
         while True:
             try:
                 _, _, fut = self._inbox.get_nowait()
             except queue.Empty:
                 return
             if not fut.done():
-                fut.set_result(VerifyResult(False, error=err))
+                fut.set_exception(err)
 
 
 _default_pool: VerifierPool | None = None

@@ -20,18 +20,13 @@ from typing import Any, Sequence
 
 from rearl.core.detectors import answer_mentions, correct_mentions
 from rearl.core.io import DataError
-from rearl.core.prompts import policy_prompt_ids
+from rearl.core.prompts import (
+    opens_thinking,  # noqa: F401 - re-exported for rearl.eval.run
+    )
 from rearl.core.reflection import count_reflections
 from rearl.core.text import Segmentation, ThinkTags, split_think
 from rearl.core.tokens import TokenizedText
 from rearl.core.verify import check_completions, default_pool
-
-
-def opens_thinking(tokenizer: Any) -> bool:
-    """Whether the chat template ends the generation prompt inside `<think>` (recent R1 templates):
-    completions then carry no opening tag, and one without `</think>` is unfinished, not plain text."""
-    ids = policy_prompt_ids(tokenizer, "1 + 1")
-    return tokenizer.decode(ids, skip_special_tokens=False).rstrip().endswith(ThinkTags().open)
 
 
 def _cut(tt: Any, budget: int) -> Any:

@@ -51,11 +51,21 @@ class REARLConfig(GRPOConfig):
                 "zero_advantage with revision on, keep without)."})
     mask_scaffold_tokens: bool = field(default=False, metadata={
         "help": "Exclude the inserted scaffold tokens from the loss (the authors train on them)."})
+    short_trace_rule: str = field(default="drop_last_part", metadata={
+        "help": "When the cut is the trace's last paragraph (n < 10 with no Result flagged): 'drop_last_part' "
+                "(the authors' code: also drop its last blank-line part, so the revision still removes something) "
+                "or 'none' (keep the whole paragraph: the revision re-answers the whole trace)."})
+    revise_without_result: str = field(default="cap", metadata={
+        "help": "When the reflection model flags no Result paragraph: 'cap' (the authors' code: cut at the cap, "
+                "~5% from the end) or 'skip' (no revision; the row is handled as a failed revision)."})
     # -- rewards --
     accuracy_mode: str = field(default="answer_part", metadata={
         "help": "'answer_part' (answer after </think>) or 'last_boxed_anywhere' (authors' code)."})
-    require_think_close: bool = field(default=False, metadata={
-        "help": "Score a completion without a closing think tag as wrong (templates that open <think> in the prompt)."})
+    require_think_close: bool | None = field(default=None, metadata={
+        "help": "Score a completion without a closing think tag as wrong. None (default): on when the chat template "
+                "opens <think> in the prompt (R1-distill), where a completion cut off mid-thinking carries no tag."})
+    require_eos: bool = field(default=False, metadata={
+        "help": "Score a completion that did not reach EOS (cut off by max_completion_length) as wrong."})
     length_reward: str = field(default="refined", metadata={"help": "'refined' (REA-RL), 'kimi' or 'none'."})
     length_unit: str = field(default="tokens", metadata={"help": "'tokens' or 'chars'."})
     length_scope: str = field(default="per_problem", metadata={"help": "Kimi reward scope: 'per_problem' or 'batch'."})
@@ -74,8 +84,18 @@ class REARLConfig(GRPOConfig):
         _check(self.length_reward, LENGTH_REWARDS, "length_reward")
         _check(self.reflection_mode, ("forward", "generate"), "reflection_mode")
         _check(self.reflection_position, ("strong", "normal", "weak"), "reflection_position")
+        _check(self.short_trace_rule, ("drop_last_part", "none"), "short_trace_rule")
+        _check(self.revise_without_result, ("cap", "skip"), "revise_without_result")
         if self.revision and self.num_generations % 2:
             raise ValueError(f"with revision on, num_generations ({self.num_generations}) must be even: G samples + G revisions")
+        g_eval = self.num_generations_eval or self.num_generations
+        if self.revision and g_eval % 2:
+            raise ValueError(f"with revision on, num_generations_eval ({g_eval}) must be even: G samples + G revisions")
+        if self.revision and self.failed_revision_policy == "drop" and self.loss_type in PER_SEQUENCE_LOSSES:
+            # A dropped row is masked out of the loss (all-zero mask); a loss that averages per sequence and
+            # then over rows still counts it in the row average, so "drop" would silently shrink the gradient.
+            raise ValueError(f"failed_revision_policy 'drop' needs a token-normalised loss_type (bnpo, dapo, cispo); "
+                             f"{self.loss_type!r} averages over rows and would count the dropped rows")
         if self.reflection_reward and self.reflection_threshold is None and self.reflection_calibration is None:
             raise ValueError("reflection_reward needs reflection_threshold or reflection_calibration")
 
@@ -83,6 +103,9 @@ class REARLConfig(GRPOConfig):
     def parallel_samples(self) -> int:
         """G: policy samples per prompt."""
         return self.num_generations // 2 if self.revision else self.num_generations
+
+
+PER_SEQUENCE_LOSSES = ("grpo", "sapo", "dr_grpo", "luspo")
 
 
 def _check(value: str, allowed: Sequence[str], name: str) -> None:

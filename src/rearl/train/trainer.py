@@ -22,24 +22,43 @@ import torch
 from trl import GRPOTrainer
 
 from rearl.backends.hf import cut_at_eos, left_pad
+from rearl.core.detectors import oracle_p_result
 from rearl.core.groups import RevisionOutcome, Sample, apply_group_policies, interleave
+from rearl.core.prompts import opens_thinking
 from rearl.core.reflection import count_reflections
-from rearl.core.revision import scaffold_ids
+from rearl.core.revision import kept_prefix_ids, revise
 from rearl.core.rewards import (
+    FINISHED_KEY,
     AccuracyReward,
     KimiLengthReward,
     RefinedLengthReward,
     ReflectionReward,
+    gold_column,
+    read_gold,
 )
 from rearl.core.text import Segmentation, ThinkTags, segment
 from rearl.core.verify import check_completions
 from rearl.train.config import REARLConfig
 
 
+def require_close(cfg: REARLConfig, tokenizer: Any) -> bool:
+    """`require_think_close`, with None resolved from the chat template: when the template opens
+    `<think>` in the prompt, a completion cut off mid-thinking carries no tag at all and must not be
+    read as plain text (its boxed guesses would score)."""
+    return opens_thinking(tokenizer) if cfg.require_think_close is None else bool(cfg.require_think_close)
+
+
+def _eos_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+    return sorted({*ids, tokenizer.eos_token_id} - {None})
+
+
 def build_reward_funcs(cfg: REARLConfig, tokenizer: Any) -> list:
     """The reward functions a config asks for (accuracy always first)."""
     tags = ThinkTags.from_tokenizer(tokenizer)
-    acc = AccuracyReward(mode=cfg.accuracy_mode, tags=tags, require_close=cfg.require_think_close)
+    acc = AccuracyReward(mode=cfg.accuracy_mode, tags=tags, require_close=require_close(cfg, tokenizer),
+                         require_eos=cfg.require_eos, eos_token_ids=_eos_token_ids(tokenizer))
     funcs: list = [acc]
     if cfg.length_reward == "refined":
         funcs.append(RefinedLengthReward(unit=cfg.length_unit, units=cfg.length_units, accuracy=acc))
@@ -55,6 +74,18 @@ def _prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
+class _RolloutPolicy:
+    """The trainer's own sampler behind `rearl.core.revision`'s Policy interface."""
+
+    def __init__(self, trainer: "REARLTrainer", filler: list[int]):
+        self.trainer, self.filler = trainer, filler
+        self.collective = trainer.use_vllm and trainer.accelerator.num_processes > 1
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, **_: Any) -> list[Sample]:
+        # sampling settings are the rollout's (the config's temperature, top_p, top_k)
+        return self.trainer._generate_revisions([list(p) for p in prompts], self.filler, max_new_tokens)
+
+
 class REARLTrainer(GRPOTrainer):
     """GRPO with REA-RL's sequential revision and group policies. See `REARLConfig`."""
 
@@ -68,9 +99,10 @@ class REARLTrainer(GRPOTrainer):
             reward_funcs = build_reward_funcs(args, processing_class)
         self.rea_args = args
         self._gold: dict[str, tuple[str, str | None]] = {}
+        gold_column(list(train_dataset.column_names))  # a clear error now, not every revision failing later
         if args.revision:
             for row in train_dataset:
-                self._gold.setdefault(_prompt_key(row["prompt"]), (str(row.get("problem", "")), row.get("answer")))
+                self._gold.setdefault(_prompt_key(row["prompt"]), (str(row.get("problem", "")), read_gold(row)))
             kwargs["rollout_func"] = lambda prompts, trainer: trainer._rea_rollout(prompts)
         super().__init__(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
@@ -86,6 +118,7 @@ class REARLTrainer(GRPOTrainer):
             self.reflection_scorer = windowed(self.reflection_scorer, args.reflection_model,
                                               args.reflection_window_tokens, processing_class)
         self._tags = ThinkTags.from_tokenizer(self.processing_class)
+        self._require_close = require_close(args, self.processing_class)
 
     # -- generation ---------------------------------------------------------------------------
     def _eos_ids(self) -> list[int]:
@@ -152,22 +185,32 @@ class REARLTrainer(GRPOTrainer):
         """P(Result) per paragraph for every sample, or an error."""
         a = self.rea_args
         if a.reflection_model == "oracle":
-            from rearl.core.detectors import answer_mentions, correct_mentions
-
-            out = []
-            for seg, gold in zip(segs, golds):
-                if gold is None:
-                    out.append((None, "oracle needs a gold answer"))
-                    continue
-                ok = correct_mentions(answer_mentions(seg.text, seg.split.think_start, seg.split.think_end), str(gold))
-                hit = {p.index for p in seg.paragraphs for m in ok if p.char_start <= m.pos < p.char_end}
-                out.append(([1.0 if i in hit else 0.0 for i in range(len(seg.paragraphs))], None))
-            return out
+            return [(oracle_p_result(seg, str(gold)), None) if gold is not None else (None, "oracle needs a gold answer")
+                    for seg, gold in zip(segs, golds)]
         try:
             res = self.reflection_scorer.score(problems, [[p.text for p in s.paragraphs] for s in segs], a.reflection_mode)
         except Exception as e:  # noqa: BLE001 - a scorer crash fails these samples' revisions, not the step
             return [(None, f"{type(e).__name__}: {e}")] * len(segs)
         return [(r.p_result, r.error) for r in res]
+
+    def _rank_counts(self, n: int) -> list[int]:
+        """Every rank's number of revision inputs (a collective: all ranks call it every step)."""
+        from accelerate.utils import gather_object
+
+        return [int(x) for x in gather_object([n])]
+
+    def _generate_revisions(self, inputs: list[list[int]], filler: list[int], max_new_tokens: int) -> list[Sample]:
+        """One answer per input. vLLM generation is a collective across ranks, so every rank sends the
+        same number of inputs: a rank with fewer (failed revisions are skipped) pads with `filler`
+        and drops those answers; a rank with none still takes part."""
+        n = len(inputs)
+        if self.use_vllm and self.accelerator.num_processes > 1:
+            most = max(self._rank_counts(n))
+            if most == 0:
+                return []
+            padded = inputs + [filler] * (most - n)
+            return self._sample(padded, 1, max_new_tokens)[:n]
+        return self._sample(inputs, 1, max_new_tokens) if inputs else []
 
     def _rea_rollout(self, prompts: list[Any]) -> dict[str, Any]:
         from rearl.core.positions import cut_positions
@@ -176,6 +219,9 @@ class REARLTrainer(GRPOTrainer):
         tok = self.processing_class
         g2 = self.num_generations if self.model.training else self.num_generations_eval
         G = g2 // 2
+        if len(prompts) % g2 or any(_prompt_key(prompts[k]) != _prompt_key(prompts[k - k % g2]) for k in range(len(prompts))):
+            raise RuntimeError(f"REA-RL needs whole groups on every rank: {len(prompts)} prompts here do not form "
+                               f"consecutive groups of {g2} (check per_device_train_batch_size and num_generations)")
         uniq = prompts[::g2]
         t0 = time.perf_counter()
         p_ids = [self._prompt_ids(p) for p in uniq]
@@ -193,39 +239,36 @@ class REARLTrainer(GRPOTrainer):
         # revisions for every sample that has paragraphs and a score
         outcomes: list[RevisionOutcome] = []
         todo: list[int] = []
-        inputs: list[list[int]] = []
-        prefixes: dict[int, tuple[list[int], list[int]]] = {}
+        prefixes: list[list[int]] = []
+        n_skipped = 0
         for i, (seg, (p, err)) in enumerate(zip(segs, scores)):
             if err is not None or p is None or not seg.paragraphs:
                 outcomes.append(RevisionOutcome(None, error=err or "no thinking paragraphs"))
                 continue
-            pos = cut_positions(p, len(seg.paragraphs))
-            cut = pos.get(a.reflection_position)
-            prefix = seg.prefix_ids(cut)
-            scaf = scaffold_ids(tok, tok.decode(prefix[-4:], skip_special_tokens=False) if prefix else "", a.revision_scaffold)
+            if a.revise_without_result == "skip" and not any(x >= 0.5 for x in p):
+                outcomes.append(RevisionOutcome(None))  # no Result flagged: no revision (a dropped row)
+                n_skipped += 1
+                continue
+            cut = cut_positions(p, len(seg.paragraphs)).get(a.reflection_position)
             outcomes.append(RevisionOutcome(None, cut_paragraph=cut))
-            prefixes[i] = (prefix, scaf)
+            prefixes.append(kept_prefix_ids(seg, cut, a.short_trace_rule))
             todo.append(i)
-            inputs.append(p_ids[i // G] + prefix + scaf)
         t2 = time.perf_counter()
-        answers = self._sample(inputs, 1, a.revision_max_tokens) if inputs else []
+        policy = _RolloutPolicy(self, filler=p_ids[0])
+        revisions = revise(policy, tok, [p_ids[i // G] for i in todo], prefixes, scaffold=a.revision_scaffold,
+                           max_new_tokens=a.revision_max_tokens) if todo or policy.collective else []
         t_rev = time.perf_counter() - t2
-        texts, gold_list = [], []
-        for i, ans in zip(todo, answers):
-            prefix, scaf = prefixes[i]
+        for i, rev in zip(todo, revisions):
             o = outcomes[i]
-            o.ids = prefix + scaf + ans.ids
-            o.sampled_mask = [1] * len(prefix) + [0] * len(scaf) + [1] * len(ans.ids)
-            if originals[i].logprobs is not None and ans.logprobs is not None:
-                o.logprobs = list(originals[i].logprobs[: len(prefix)]) + [math.nan] * len(scaf) + list(ans.logprobs)
-            o.ok = ans.finished  # correctness is checked next
-            texts.append(tok.decode(o.ids, skip_special_tokens=True))
-            gold_list.append(golds[i])
-        checks = check_completions(texts, [g if g is not None else "" for g in gold_list], mode=a.accuracy_mode,
-                                   tags=self._tags, require_close=a.require_think_close) if texts else []
+            o.ids, o.sampled_mask = rev.ids, rev.sampled_mask
+            if originals[i].logprobs is not None and rev.logprobs is not None:
+                o.logprobs = list(originals[i].logprobs[: rev.n_kept]) + [math.nan] * rev.n_scaffold + rev.logprobs
+            o.ok = rev.completed  # correctness is checked next
+        checks = check_completions([r.text for r in revisions], [golds[i] if golds[i] is not None else "" for i in todo],
+                                   mode=a.accuracy_mode, tags=self._tags, require_close=self._require_close) if revisions else []
         n_correct = 0
-        for i, c, g in zip(todo, checks, gold_list):
-            correct = c.ok and g is not None
+        for i, c in zip(todo, checks):
+            correct = c.ok and golds[i] is not None
             n_correct += correct
             outcomes[i].ok = outcomes[i].ok and correct
 
@@ -254,7 +297,8 @@ class REARLTrainer(GRPOTrainer):
         m["revision/failures"].append(float(sum(o.error is not None for o in outcomes)))
         m["revision/accept_rate"].append(len(accepted) / n)
         m["revision/accuracy"].append(n_correct / max(1, len(todo)))
-        m["revision/answer_finished"].append(sum(a_.finished for a_ in answers) / max(1, len(answers)))
+        m["revision/answer_finished"].append(sum(r.completed for r in revisions) / max(1, len(revisions)))
+        m["revision/skipped_no_result"].append(float(n_skipped))
         saved = [t for t, rev in zip(rows_all.tokens_saved, rows_all.is_revision) if rev]
         m["revision/tokens_saved"].append(sum(saved) / max(1, len(accepted)))
         m["reflection/density"].append(sum(dens) / len(dens) if dens else 0.0)
@@ -273,9 +317,18 @@ class REARLTrainer(GRPOTrainer):
             "revision_replaced": rows_all.revision_replaced,
             "cut_paragraph": rows_all.cut_paragraph,
             "tokens_saved": rows_all.tokens_saved,
+            FINISHED_KEY: [o.finished for o in originals for _ in range(2)],
         }
-        if a.mask_scaffold_tokens:
-            out["env_mask"] = rows_all.env_mask
+        for r, rev in enumerate(rows_all.is_revision):  # a revision row is finished when its answer is
+            if rev:
+                o = outcomes[r // 2]
+                out[FINISHED_KEY][r] = bool(o.ok) if o.ids is not None else originals[r // 2].finished
+        # Discard means discard: a dropped revision gets an all-zero mask, so it reaches neither the
+        # policy loss, the KL term, nor the token count that normalises the loss (bnpo / dapo).
+        masks = [m if a.mask_scaffold_tokens else [1] * len(m) for m in rows_all.env_mask]
+        masks = [[0] * len(m) if dropped else m for m, dropped in zip(masks, rows_all.revision_failed)]
+        if a.mask_scaffold_tokens or any(rows_all.revision_failed):
+            out["env_mask"] = masks
         return out
 
     # -- group policies -------------------------------------------------------------------------
