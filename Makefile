@@ -53,6 +53,7 @@ test-fast: install
 bench: install
 	REARL_SHARED=$(SHARED) $(BIN)/python bench/verify_throughput.py
 	REARL_SHARED=$(SHARED) $(BIN)/python bench/reflection_scoring.py
+	REARL_SHARED=$(SHARED) $(BIN)/python bench/answer_formats.py
 
 llama-server:
 	bash scripts/build_llama_server.sh

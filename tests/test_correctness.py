@@ -199,3 +199,136 @@ def test_close_resolves_items_already_taken(tmp_path):
             f.result(timeout=10)
     with pytest.raises(VerifierError, match="closed"):
         pool.submit("9", "9")
+
+
+# -- 9. every rank sends the same number of revision inputs ------------------------------------------------
+def test_revision_inputs_are_padded_to_the_busiest_rank(tiny_model_dir, tmp_path):
+    from rearl.core.groups import Sample
+    from tests.test_trainer import LONG, WRONG, make
+
+    tr, inputs, tok = make(tiny_model_dir, tmp_path)
+    seen = []
+    other_rank = {"n": 5}
+
+    def sample(prompt_ids, n, max_new_tokens):
+        if max_new_tokens == tr.max_completion_length:
+            texts = [LONG, WRONG]
+        else:
+            seen.append(len(prompt_ids))
+            texts = ["\\boxed{42}", "\\boxed{41}"] + ["\\boxed{0}"] * (len(prompt_ids) - 2)
+        return [Sample(tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], True) for t in texts]
+
+    tr._sample = sample
+    tr._collective_generation = lambda: True
+    tr._rank_counts = lambda n: [n, other_rank["n"]]
+    out = tr._generate_and_score_completions(inputs)
+    assert seen == [5]  # 2 own inputs + 3 fillers, as many as the other rank sends
+    acc = list(tr._logs["rewards"]["accuracy"])[-4:]
+    assert acc[:3] == [1.0, 1.0, 0.0]  # each revision got its own answer, not a filler's or another rank's
+    assert out["advantages"].shape[0] == 4
+    # a rank with no revision input still joins the collective call
+    seen.clear()
+    tr._score = lambda problems, golds, segs: [(None, "down")] * len(segs)
+    tr._generate_and_score_completions(inputs)
+    assert seen == [5]
+
+
+# -- 11. TRL's own group statistics leave NaN rows out ------------------------------------------------------
+def test_trl_group_statistics_exclude_nan_rows(tiny_model_dir, tmp_path):
+    """`_calculate_rewards` marks dropped rows NaN and relies on TRL's nan-aware mean/std; if a TRL
+    upgrade changes that, this fails."""
+    import math
+    import statistics
+
+    import torch
+
+    from tests.test_trainer import LONG, WRONG, make
+
+    tr, inputs, _ = make(tiny_model_dir, tmp_path)
+    tr.script_originals, tr.script_revisions = [LONG, WRONG], ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)  # TRL's code computes the advantages
+    rewards = torch.tensor([list(tr._logs["rewards"][n])[-4:] for n in tr.reward_func_names]).T
+    assert torch.isnan(rewards[3]).all() and not torch.isnan(rewards[:3]).any()
+    total = (rewards[:3] * tr.reward_weights.unsqueeze(0)).sum(dim=1).tolist()
+    mean, sd = statistics.fmean(total), statistics.stdev(total)  # over the three rows that stay
+    adv = out["advantages"].tolist()
+    assert adv[:3] == pytest.approx([(t - mean) / (sd + 1e-4) for t in total], abs=1e-5)
+    assert adv[3] == 0.0 and not any(math.isnan(a) for a in adv)
+
+
+# -- 12. smaller ones ----------------------------------------------------------------------------------
+def test_a_candidate_with_both_words_counts_for_neither():
+    import math
+
+    from rearl.reflector.prompt import p_result_at
+
+    cands = [(" Result", math.log(0.5)), ("ThinkResult", math.log(0.3)), (" Think", math.log(0.2))]
+    assert p_result_at(cands) == pytest.approx(0.5 / 0.7)
+
+
+def test_detect_survives_a_scorer_that_raises(tmp_path, r1_tok):
+    import json
+
+    from rearl.offline.detect import DetectConfig, detect_file
+
+    class Flaky:
+        calls = 0
+
+        def score(self, problems, paragraphs, mode="forward"):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise ConnectionError("reflection server went away")
+            from rearl.reflector.prompt import ScoreOutcome
+
+            return [ScoreOutcome([0.0] * len(p), len(p), len(p)) for p in paragraphs]
+
+    inp = tmp_path / "t.jsonl"
+    text = "<think>\n" + "Two plus two is four, and I write it down carefully here. " * 3 + "\n</think>\n\n\\boxed{4}"
+    inp.write_text("".join(json.dumps({"id": str(i), "problem": "2+2", "answer": "4", "response": text}) + "\n"
+                           for i in range(4)))
+    r1_dir = r1_tok.name_or_path
+    cfg = DetectConfig(input=str(inp), out=str(tmp_path / "o.jsonl"), tokenizer=r1_dir, detector="model",
+                       batch_size=2, window_tokens=0)
+    s = detect_file(cfg, progress=False, scorer=Flaky())
+    assert s["traces"] == 4 and s["failures"] == 2  # the first chunk failed, the second was scored
+    recs = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert sum("reflection server went away" in r.get("error", "") for r in recs) == 2
+
+
+def test_eos_text_never_reaches_the_reflection_model(tiny_model_dir, tmp_path):
+    from tests.test_trainer import make
+
+    tr, inputs, tok = make(tiny_model_dir, tmp_path)
+    seen = []
+    original_score = tr._score
+
+    def spy(problems, golds, segs):
+        seen.extend(p.text for s in segs for p in s.paragraphs)
+        return original_score(problems, golds, segs)
+
+    tr._score = spy
+    unfinished = "<think>\nI am still working this out and have not closed my thinking at all, 6 times 7 is 42."
+    tr.script_originals, tr.script_revisions = [unfinished, unfinished], ["\\boxed{42}", "\\boxed{42}"]
+    tr._generate_and_score_completions(inputs)
+    assert seen and not any(tok.eos_token in t for t in seen)
+
+
+def test_revise_without_result_skip(tiny_model_dir, tmp_path):
+    from tests.test_trainer import LONG, WRONG, make
+
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "revise_without_result=skip")
+    tr.script_originals, tr.script_revisions = [LONG, WRONG], ["\\boxed{42}"]  # WRONG states no correct answer
+    out = tr._generate_and_score_completions(inputs)
+    m = tr._metrics["train"]
+    assert m["revision/skipped_no_result"][-1] == 1.0 and m["revision/failures"][-1] == 0.0
+    assert out["advantages"].tolist()[3] == 0.0  # no revision: the row is dropped
+
+
+# -- 10. each rank holds whole groups -------------------------------------------------------------------
+def test_rollout_refuses_broken_groups(tiny_model_dir, tmp_path):
+    from tests.test_trainer import make
+
+    tr, inputs, _ = make(tiny_model_dir, tmp_path)
+    other = dict(inputs[0], prompt=[{"role": "user", "content": "What is 1 + 1?"}])
+    with pytest.raises(RuntimeError, match="whole groups"):
+        tr._rea_rollout([inputs[0]["prompt"], other["prompt"], inputs[0]["prompt"], other["prompt"]])

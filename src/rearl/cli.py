@@ -303,6 +303,7 @@ def _fields(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rearl.core.answers import EXTRACT_MODES
     from rearl.core.reflection import REGEX_MODES
     from rearl.eval.run import EvalConfig
     from rearl.offline.detect import DetectConfig
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check one completion against a gold answer (exit 0 if correct)")
     v.add_argument("--gold", required=True)
     v.add_argument("--completion", required=True)
-    v.add_argument("--mode", default="answer_part", choices=["answer_part", "last_boxed_anywhere"])
+    v.add_argument("--mode", default="answer_part", choices=EXTRACT_MODES)
     v.add_argument("--timeout", type=float, default=5.0)
     v.set_defaults(func=cmd_verify)
     return p

@@ -17,17 +17,18 @@ def _wrap(s: str) -> str:
     return s if "$" in s or "\\boxed" in s else "\\boxed{" + s + "}"
 
 
-def equivalent(gold: str, pred: str) -> bool:
+def equivalent(gold: str, pred: str, raw: bool = False) -> bool:
+    """`raw`: `pred` is a whole answer text for math-verify's own extraction, not an extracted answer."""
     from math_verify import parse, verify
 
     from rearl.core.normalize import normalize_answer
 
-    if normalize_answer(gold) == normalize_answer(pred):
+    if not raw and normalize_answer(gold) == normalize_answer(pred):
         return True
     g = parse(_wrap(gold), parsing_timeout=None)
     if not g:
         return False
-    p = parse(_wrap(pred), parsing_timeout=None)
+    p = parse(pred if raw else _wrap(pred), parsing_timeout=None)
     if not p:
         return False
     return bool(verify(g, p, timeout_seconds=None))
@@ -48,7 +49,7 @@ def main() -> None:
         except ValueError:
             continue
         try:
-            ok, err = equivalent(str(msg["gold"]), str(msg["pred"])), None
+            ok, err = equivalent(str(msg["gold"]), str(msg["pred"]), bool(msg.get("raw"))), None
         except BaseException as e:  # noqa: BLE001 - anything math-verify raises is a "no"
             ok, err = False, f"{type(e).__name__}: {e}"[:300]
         out.write(json.dumps({"id": msg.get("id"), "ok": ok, "error": err}) + "\n")

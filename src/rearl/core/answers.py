@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rearl.core.text import NO_TAGS, ThinkTags, split_think
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
-EXTRACT_MODES = ("answer_part", "last_boxed_anywhere")
+EXTRACT_MODES = ("answer_part", "last_boxed_anywhere", "math_verify")
 
 
 def _match_brace(s: str, open_pos: int) -> int:
@@ -89,12 +89,16 @@ def extract_answer(
 ) -> Extracted:
     """The final answer of a completion.
 
-    ``answer_part`` (default): the last box after the first closing think tag. A completion with an
+    ``answer_part`` (default): the box after the first closing think tag (several boxes there are
+    joined into one answer, a set, as math-verify does). A completion with an
     opening tag but no closing tag is unfinished and has no answer (the authors' code would score a
     boxed guess inside the thinking). Plain text with no tags at all is searched whole, unless
     `require_close` (set it for models whose chat template opens the thinking in the prompt, so an
     unfinished completion carries no tag at all).
     ``last_boxed_anywhere``: the authors' behaviour, the last box anywhere in the text.
+    ``math_verify``: the whole answer part (same rules for unfinished thinking), for math-verify's
+    own extraction in the verifier: unboxed final answers ("The answer is 7,425,000."), several
+    boxes joined as a set, `$...$`.
     """
     if mode not in EXTRACT_MODES:
         raise ValueError(f"unknown extraction mode {mode!r}; choose one of {EXTRACT_MODES}")
@@ -103,8 +107,15 @@ def extract_answer(
     if mode == "last_boxed_anywhere":
         b = last_boxed(text)
         return Extracted(clean_answer(b) if b is not None else None, "anywhere" if b is not None else "none", split.status)
+    if mode == "math_verify":
+        part = split.answer if split.closed else text if split.status == NO_TAGS and not require_close else ""
+        part = part.strip()
+        return Extracted(part or None, "answer_part" if part else "none", split.status)
     if split.closed:
-        b = last_boxed(split.answer)
+        # Several boxes in the answer part are one answer, a set ("\\boxed{1}, \\boxed{2}"): joined
+        # with commas, as math-verify joins them; inside the thinking only the last box would count.
+        boxes = [clean_answer(c) for _, c in _box_contents(split.answer)]
+        b = ", ".join(boxes) if boxes else None
         source = "answer_part"
     elif split.status == NO_TAGS and not require_close:
         b = last_boxed(text)

@@ -11,6 +11,7 @@ Rewards that need settings are classes; module-level instances with the defaults
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -56,17 +57,18 @@ def gold_column(columns: Sequence[str]) -> str:
 
 def normalize_gold(g: Any) -> str | None:
     """A gold answer as the verifier should see it: a worked solution (MATH style) or a boxed gold is
-    reduced to its last box; `$...$` / `\\(...\\)` around the whole answer is removed."""
+    reduced to its last box; math delimiters (`$...$`, also several as in `$a$,$b$`, `\\(...\\)`)
+    and a currency `\\$` are removed, so the gold parses like an extracted answer."""
     if g is None:
         return None
     g = str(g).strip()
     box = last_boxed(g) if ("\\boxed" in g or "\\fbox" in g) else None
     if box is not None:
         g = box.strip()
-    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if len(g) > len(a) + len(b) and g.startswith(a) and g.endswith(b):
+    for a, b in (("\\(", "\\)"), ("\\[", "\\]")):
+        if g.startswith(a) and g.endswith(b):
             g = g[len(a) : -len(b)].strip()
-            break
+    g = re.sub(r"(?<!\\)\$", "", g).replace("\\$", "").strip()
     return g
 
 

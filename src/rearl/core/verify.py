@@ -63,10 +63,10 @@ class _Worker:
         self.buf = b""
         self.ready = False
         self.started = time.monotonic()
-        self.task: tuple[int, Future, float, tuple[str, str]] | None = None
+        self.task: tuple[int, Future, float, tuple[str, str, bool]] | None = None
 
-    def send(self, task_id: int, gold: str, pred: str) -> None:
-        msg = json.dumps({"id": task_id, "gold": gold, "pred": pred}) + "\n"
+    def send(self, task_id: int, gold: str, pred: str, raw: bool = False) -> None:
+        msg = json.dumps({"id": task_id, "gold": gold, "pred": pred, "raw": raw}) + "\n"
         self.proc.stdin.write(msg.encode("ascii"))
 
     def read_lines(self) -> list[dict] | None:
@@ -118,10 +118,10 @@ class VerifierPool:
         self._env = dict(os.environ)
         self._env["PYTHONPATH"] = os.pathsep.join([pkg_root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
         self._env.setdefault("OMP_NUM_THREADS", "1")
-        self._inbox: "queue.SimpleQueue[tuple[str, str, Future]]" = queue.SimpleQueue()
+        self._inbox: "queue.SimpleQueue[tuple[tuple[str, str, bool], Future]]" = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._cache: "collections.OrderedDict[tuple[str, str], VerifyResult]" = collections.OrderedDict()
+        self._cache: "collections.OrderedDict[tuple[str, str, bool], VerifyResult]" = collections.OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._closed = False
@@ -133,9 +133,11 @@ class VerifierPool:
         self._thread.start()
 
     # -- public API -------------------------------------------------------------------------
-    def submit(self, gold: str, pred: str) -> Future:
+    def submit(self, gold: str, pred: str, raw: bool = False) -> Future:
+        """Check `pred` against `gold` in a worker. `raw`: `pred` is a whole answer text that
+        math-verify extracts from itself (the ``math_verify`` extraction mode)."""
         fut: Future = Future()
-        key = (str(gold), str(pred))
+        key = (str(gold), str(pred), bool(raw))
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -146,7 +148,7 @@ class VerifierPool:
         with self._state:
             if self._closed:
                 raise VerifierError(self._fatal or "VerifierPool is closed")
-            self._inbox.put((key[0], key[1], fut))
+            self._inbox.put((key, fut))
         os.write(self._wake_w, b"x")
         return fut
 
@@ -175,7 +177,7 @@ class VerifierPool:
         self.close()
 
     # -- dispatcher thread ------------------------------------------------------------------
-    def _remember(self, key: tuple[str, str], res: VerifyResult) -> None:
+    def _remember(self, key: tuple[str, str, bool], res: VerifyResult) -> None:
         if res.timeout:
             return
         with self._cache_lock:
@@ -187,7 +189,7 @@ class VerifierPool:
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         workers: list[_Worker] = []
-        pending: "collections.deque[tuple[str, str, Future]]" = collections.deque()
+        pending: "collections.deque[tuple[tuple[str, str, bool], Future]]" = collections.deque()
         next_id = 0
 
         def spawn() -> _Worker:
@@ -231,13 +233,13 @@ class VerifierPool:
                         break
                 for w in workers:
                     if w.ready and w.task is None and pending:
-                        gold, pred, fut = pending.popleft()
+                        key, fut = pending.popleft()
                         if not fut.set_running_or_notify_cancel():
                             continue
                         next_id += 1
-                        w.task = (next_id, fut, time.monotonic() + self.timeout, (gold, pred))
+                        w.task = (next_id, fut, time.monotonic() + self.timeout, key)
                         try:
-                            w.send(next_id, gold, pred)
+                            w.send(next_id, *key)
                         except OSError:
                             spawn()  # replacement first: a caller woken by the result sees a full pool
                             retire(w, VerifyResult(False, error="worker died"))
@@ -297,7 +299,7 @@ class VerifierPool:
             for w in list(workers):
                 retire(w, err)
             while pending:
-                fut = pending.popleft()[2]
+                fut = pending.popleft()[1]
                 if not fut.done():
                     fut.set_exception(err)
             self._fail_inbox(err)
@@ -306,7 +308,7 @@ class VerifierPool:
     def _fail_inbox(self, err: Exception) -> None:
         while True:
             try:
-                _, _, fut = self._inbox.get_nowait()
+                _, fut = self._inbox.get_nowait()
             except queue.Empty:
                 return
             if not fut.done():
@@ -354,5 +356,6 @@ def check_completions(
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
     pool = pool or default_pool()
     answers = [extract_answer(c, mode, tags, require_close).answer for c in completions]
-    futs = [pool.submit(str(g), a) if a is not None and g is not None else None for g, a in zip(golds, answers)]
+    raw = mode == "math_verify"
+    futs = [pool.submit(str(g), a, raw) if a is not None and g is not None else None for g, a in zip(golds, answers)]
     return [f.result() if f is not None else VerifyResult(False, error="no answer") for f in futs]

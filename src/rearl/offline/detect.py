@@ -23,7 +23,7 @@ from rearl.core.reflection import REGEX_MODES
 from rearl.core.text import Segmentation
 from rearl.core.verify import VerifierPool, default_pool
 from rearl.options import option
-from rearl.reflector.prompt import SCORING_MODES
+from rearl.reflector.prompt import SCORING_MODES, ScoreOutcome
 
 
 # -- running a detector over a trace file -----------------------------------------------------------
@@ -185,7 +185,11 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
             scores = None
             if cfg.detector == "model":
                 live = [(t, sg) for t, sg in zip(chunk, segs) if isinstance(sg, Segmentation)]
-                res = scorer.score([t.problem for t, _ in live], [[p.text for p in sg.paragraphs] for _, sg in live], cfg.mode)
+                try:
+                    res = scorer.score([t.problem for t, _ in live], [[p.text for p in sg.paragraphs] for _, sg in live],
+                                       cfg.mode)
+                except Exception as e:  # noqa: BLE001 - a scorer crash fails this chunk's traces, not the run
+                    res = [ScoreOutcome(None, len(sg.paragraphs), error=f"{type(e).__name__}: {e}") for _, sg in live]
                 scores = {t.id: r for (t, _), r in zip(live, res)}
             for t, sg in zip(chunk, segs):
                 base = {"id": t.id, "detector": cfg.detector, "position": cfg.position if uses_position else None}

@@ -90,7 +90,9 @@ def p_result_at(candidates: TopK, case_sensitive_top1: bool = True) -> float | N
     """P(Result) at one generated position, or None if the position is not a label token.
 
     Skip unless the top-1 token contains `Think` or `Result` (case-sensitive, as the authors);
-    then S_result / (S_think + S_result) summed over the top-k (case-insensitive).
+    then S_result / (S_think + S_result) summed over the top-k (case-insensitive). A candidate that
+    contains both words says neither and is left out of both sums (summing it into both, as a plain
+    substring test does, pulls P(Result) toward 0.5).
     """
     if not candidates:
         return None
@@ -101,8 +103,9 @@ def p_result_at(candidates: TopK, case_sensitive_top1: bool = True) -> float | N
         is_label = "think" in top.lower() or "result" in top.lower()
     if not is_label:
         return None
-    s_r = sum(math.exp(lp) for tok, lp in candidates if "result" in tok.lower())
-    s_t = sum(math.exp(lp) for tok, lp in candidates if "think" in tok.lower())
+    low = [(tok.lower(), lp) for tok, lp in candidates]
+    s_r = sum(math.exp(lp) for tok, lp in low if "result" in tok and "think" not in tok)
+    s_t = sum(math.exp(lp) for tok, lp in low if "think" in tok and "result" not in tok)
     if s_r + s_t <= 0:
         return None
     return s_r / (s_t + s_r)

@@ -60,7 +60,8 @@ class REARLConfig(GRPOConfig):
                 "~5% from the end) or 'skip' (no revision; the row is handled as a failed revision)."})
     # -- rewards --
     accuracy_mode: str = field(default="answer_part", metadata={
-        "help": "'answer_part' (answer after </think>) or 'last_boxed_anywhere' (authors' code)."})
+        "help": "'answer_part' (the last box after </think>, the paper), 'last_boxed_anywhere' (authors' code) or "
+                "'math_verify' (math-verify's own extraction on the answer part: unboxed answers, several boxes)."})
     require_think_close: bool | None = field(default=None, metadata={
         "help": "Score a completion without a closing think tag as wrong. None (default): on when the chat template "
                 "opens <think> in the prompt (R1-distill), where a completion cut off mid-thinking carries no tag."})

@@ -79,7 +79,7 @@ class _RolloutPolicy:
 
     def __init__(self, trainer: "REARLTrainer", filler: list[int]):
         self.trainer, self.filler = trainer, filler
-        self.collective = trainer.use_vllm and trainer.accelerator.num_processes > 1
+        self.collective = trainer._collective_generation()
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, **_: Any) -> list[Sample]:
         # sampling settings are the rollout's (the config's temperature, top_p, top_k)
@@ -193,6 +193,10 @@ class REARLTrainer(GRPOTrainer):
             return [(None, f"{type(e).__name__}: {e}")] * len(segs)
         return [(r.p_result, r.error) for r in res]
 
+    def _collective_generation(self) -> bool:
+        """Whether generating is a collective call across ranks (vLLM with several processes)."""
+        return bool(self.use_vllm) and self.accelerator.num_processes > 1
+
     def _rank_counts(self, n: int) -> list[int]:
         """Every rank's number of revision inputs (a collective: all ranks call it every step)."""
         from accelerate.utils import gather_object
@@ -204,7 +208,7 @@ class REARLTrainer(GRPOTrainer):
         same number of inputs: a rank with fewer (failed revisions are skipped) pads with `filler`
         and drops those answers; a rank with none still takes part."""
         n = len(inputs)
-        if self.use_vllm and self.accelerator.num_processes > 1:
+        if self._collective_generation():
             most = max(self._rank_counts(n))
             if most == 0:
                 return []
@@ -231,7 +235,10 @@ class REARLTrainer(GRPOTrainer):
         meta = [self._gold.get(_prompt_key(p), (None, None)) for p in uniq]
         problems = [meta[u][0] or "" for u in range(len(uniq)) for _ in range(G)]
         golds = [meta[u][1] for u in range(len(uniq)) for _ in range(G)]
-        segs = [segment(tok, ids=s.ids, tags=self._tags) for s in originals]
+        # The EOS token is not text: without the strip, an unclosed thinking part would show the EOS
+        # string to the reflection model as the end of its last paragraph (the prefix stays the sample's).
+        eos = set(self._eos_ids())
+        segs = [segment(tok, ids=s.ids[:-1] if s.ids and s.ids[-1] in eos else s.ids, tags=self._tags) for s in originals]
         t1 = time.perf_counter()
         scores = self._score(problems, golds, segs)
         t_score = time.perf_counter() - t1
@@ -319,10 +326,10 @@ class REARLTrainer(GRPOTrainer):
             "tokens_saved": rows_all.tokens_saved,
             FINISHED_KEY: [o.finished for o in originals for _ in range(2)],
         }
-        for r, rev in enumerate(rows_all.is_revision):  # a revision row is finished when its answer is
-            if rev:
-                o = outcomes[r // 2]
-                out[FINISHED_KEY][r] = bool(o.ok) if o.ids is not None else originals[r // 2].finished
+        answered = {i: rev.completed for i, rev in zip(todo, revisions)}
+        for r, rev in enumerate(rows_all.is_revision):  # a revision row: did its answer reach EOS?
+            if rev and not rows_all.revision_replaced[r]:
+                out[FINISHED_KEY][r] = answered.get(r // 2, False)
         # Discard means discard: a dropped revision gets an all-zero mask, so it reaches neither the
         # policy loss, the KL term, nor the token count that normalises the loss (bnpo / dapo).
         masks = [m if a.mask_scaffold_tokens else [1] * len(m) for m in rows_all.env_mask]
