@@ -162,6 +162,19 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- measure --------------------------------------------------------------------------------------
+def cmd_measure(a: argparse.Namespace) -> int:
+    from rearl.eval.overthinking import MeasureConfig, markdown, measure
+
+    cfg = from_args(MeasureConfig, a)
+    res = measure(cfg, progress=not a.quiet)
+    print("median [p10, p90] over correct traces; accuracy over all")
+    print(markdown(res))
+    if cfg.out:
+        print(f"written: {cfg.out}")
+    return 0
+
+
 # -- report ---------------------------------------------------------------------------------------
 def cmd_report(a: argparse.Namespace) -> int:
     from rearl.eval.report import make_report
@@ -348,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(e, EvalConfig)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
+
+    from rearl.eval.overthinking import MeasureConfig
+
+    ms = sub.add_parser("measure", help="how much traces overthink: paragraphs, thinking after the first correct "
+                                        "answer, reflection density before/after it (docs/evaluation.md)")
+    add_options(ms, MeasureConfig)
+    ms.add_argument("--quiet", action="store_true", help="no progress bar")
+    ms.set_defaults(func=cmd_measure)
 
     rp = sub.add_parser("report", help="compare runs: the paper's table and plots")
     rp.add_argument("runs", nargs="+", help="evaluation run directories and/or training output directories")

@@ -22,6 +22,7 @@ class Trace:
     response: str
     answer: str | None
     source: str  # "file:line" for error messages
+    level: str | None = None  # difficulty level, where the file has one (`level`)
 
 
 def _pick(rec: dict[str, Any], explicit: str | None, candidates: tuple[str, ...], what: str, where: str) -> str | None:
@@ -101,7 +102,9 @@ def load_traces(
         responses = _responses(rec, rf, where)
         for k, resp in enumerate(responses):
             tid = base if len(responses) == 1 else f"{base}#{k}"
-            yield Trace(tid, str(rec[pf]), resp, gold_from_field(rec.get(af)) if af else None, where)
+            level = rec.get("level")
+            yield Trace(tid, str(rec[pf]), resp, gold_from_field(rec.get(af)) if af else None, where,
+                        None if level is None else str(level))
             n += 1
             if limit is not None and n >= limit:
                 return

@@ -48,10 +48,8 @@ def require_close(cfg: REARLConfig, tokenizer: Any) -> bool:
     return opens_thinking(tokenizer) if cfg.require_think_close is None else bool(cfg.require_think_close)
 
 
-def _eos_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
-    return sorted({*ids, tokenizer.eos_token_id} - {None})
+def _eos_token_ids(tokenizer: Any) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
 def build_reward_funcs(cfg: REARLConfig, tokenizer: Any) -> list:
@@ -119,6 +117,9 @@ class REARLTrainer(GRPOTrainer):
                                               args.reflection_window_tokens, processing_class)
         self._tags = ThinkTags.from_tokenizer(self.processing_class)
         self._require_close = require_close(args, self.processing_class)
+        for f in self.reward_funcs:  # the model may stop on more EOS ids than the tokenizer names
+            if isinstance(f, AccuracyReward) and f.require_eos:
+                f.eos_token_ids |= set(self._eos_ids())
 
     # -- generation ---------------------------------------------------------------------------
     def _eos_ids(self) -> list[int]:
