@@ -85,7 +85,7 @@ class EvalConfig:
     threads: int | None = option(None, "torch CPU threads (default: torch's; 1 is often faster on a busy CPU)")
     reference: str | None = option(None, "a run directory whose mean tokens count as 100% (token ratio)")
     regex: str = option("authors", "reflection keyword matcher (docs/method.md#reflection-reward)", choices=REGEX_MODES)
-    extraction: str = option("answer_part", "answer extraction (docs/evaluation.md#answer-checking)",
+    extraction: str = option("answer_part", "answer extraction (docs/method.md#accuracy-reward)",
                              choices=EXTRACT_MODES)
 
 
