@@ -213,8 +213,11 @@ def plot_accuracy_vs_tokens(runs: Sequence[Run], benches: Sequence[str], budgets
         spare[0].legend(handles, labels, loc="center", title=note, frameon=False)
         fig.tight_layout()
     else:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), title=note, frameon=False)
-        fig.tight_layout(rect=(0, 0.22 / ((len(panels) + 2) // 3) ** 0.5, 1, 1))
+        # about two entries fit under each 4-inch panel; the legend's rows decide the space it needs
+        ncol = max(1, min(len(labels), 2 * min(3, len(panels))))
+        legend_rows = -(-len(labels) // ncol) + 1  # + the title
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, title=note, frameon=False)
+        fig.tight_layout(rect=(0, min(0.5, 0.3 * legend_rows / fig.get_figheight()), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
