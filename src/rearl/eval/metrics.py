@@ -20,9 +20,6 @@ from typing import Any, Sequence
 
 from rearl.core.detectors import answer_mentions, correct_mentions
 from rearl.core.io import DataError
-from rearl.core.prompts import (
-    opens_thinking,  # noqa: F401 - re-exported for rearl.eval.run
-    )
 from rearl.core.reflection import count_reflections
 from rearl.core.text import Segmentation, ThinkTags, split_think
 from rearl.core.tokens import TokenizedText

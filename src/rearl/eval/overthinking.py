@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rearl.core.answers import EXTRACT_MODES
 from rearl.core.detectors import answer_mentions, correct_mentions
 from rearl.core.reflection import REGEX_MODES, count_reflections, percentile
 from rearl.core.text import ThinkTags, segment
@@ -37,7 +38,7 @@ class MeasureConfig:
     out: str | None = option(None, "write the per-trace records and the summary as JSON here")
     regex: str = option("authors", "reflection keyword matcher", choices=REGEX_MODES)
     extraction: str = option("answer_part", "final-answer extraction (docs/method.md#accuracy-reward)",
-                             choices=("answer_part", "math_verify", "last_boxed_anywhere"))
+                             choices=EXTRACT_MODES)
     problem_field: str | None = option(None, "problem/question field (auto: problem, question, prompt)")
     answer_field: str | None = option(None, "gold answer field (auto: answer, gold_answer, gt_answer, gold, final_answer)")
     response_field: str | None = option(

@@ -36,11 +36,11 @@ from rearl.core.io import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from rearl.core.prompts import opens_thinking
 from rearl.core.reflection import REGEX_MODES
 from rearl.eval.benchmarks import BENCHMARKS as BENCHMARK_NAMES
 from rearl.eval.metrics import (
     load_summary,
-    opens_thinking,
     score_samples,
     summarize,
     summary_markdown,
