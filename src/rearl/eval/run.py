@@ -266,7 +266,9 @@ def generate_samples(cfg: EvalConfig, jobs: list[Job], out: ResumableJsonl, poli
             try:
                 for f in as_completed(futs):
                     j = futs[f]
-                    out.write(_record(j, f.result(), tok, len(prompt(j)), cfg.max_tokens, exact=False, seed=j.seed))
+                    g = f.result()
+                    out.write(_record(j, g, tok, len(prompt(j)), cfg.max_tokens, exact=bool(getattr(g, "exact", False)),
+                                      seed=j.seed))
                     written += 1
                     on_done(j)
             except BaseException:

@@ -99,6 +99,13 @@ class REARLConfig(GRPOConfig):
                              f"{self.loss_type!r} averages over rows and would count the dropped rows")
         if self.reflection_reward and self.reflection_threshold is None and self.reflection_calibration is None:
             raise ValueError("reflection_reward needs reflection_threshold or reflection_calibration")
+        check_whole_groups(self)
+
+    @property
+    def groups_must_stay_whole(self) -> bool:
+        """Whether every rank must hold whole groups: the revision rollout builds a group from its own G
+        samples, and the per-problem length rewards see only the rank's rows."""
+        return self.revision or self.length_reward == "refined" or (self.length_reward == "kimi" and self.length_scope == "per_problem")
 
     @property
     def parallel_samples(self) -> int:
@@ -107,6 +114,30 @@ class REARLConfig(GRPOConfig):
 
 
 PER_SEQUENCE_LOSSES = ("grpo", "sapo", "dr_grpo", "luspo")
+
+
+def check_whole_groups(cfg: "REARLConfig", num_processes: int | None = None) -> None:
+    """Each rank must hold whole groups (docs/training.md#several-processes). TRL only checks that the
+    *global* generation batch is a multiple of `num_generations`; with several processes a group can
+    then straddle two ranks, and the rank's rollout would silently see half a group."""
+    if not cfg.groups_must_stay_whole:
+        return
+    procs = cfg.world_size if num_processes is None else num_processes
+    if procs <= 1:
+        return  # TRL's own check covers one process
+    local = cfg.per_device_train_batch_size * cfg.steps_per_generation  # a rank's rows per generation
+    if local % cfg.num_generations:
+        raise ValueError(
+            f"REA-RL needs whole groups on every rank: with {procs} processes each rank generates "
+            f"{local} rows per step (per_device_train_batch_size {cfg.per_device_train_batch_size} x "
+            f"steps_per_generation {cfg.steps_per_generation}), not a multiple of num_generations "
+            f"{cfg.num_generations}, so a group would be split across ranks; make "
+            f"per_device_train_batch_size x steps_per_generation a multiple of num_generations")
+    g_eval = cfg.num_generations_eval or cfg.num_generations
+    if cfg.eval_strategy != "no" and cfg.per_device_eval_batch_size % g_eval:
+        raise ValueError(
+            f"REA-RL needs whole groups on every rank: per_device_eval_batch_size {cfg.per_device_eval_batch_size} "
+            f"is not a multiple of num_generations_eval {g_eval}")
 
 
 def _check(value: str, allowed: Sequence[str], name: str) -> None:

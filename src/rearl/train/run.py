@@ -74,6 +74,7 @@ def train(model_args: ModelArgs, data_args: DataArgs, cfg: REARLConfig, resume: 
     """Train and save the final model to `cfg.output_dir`; returns the final log entry."""
     from rearl.train.trainer import REARLTrainer
 
+    warn_single_process_cpu_launch()
     dataset = load_train_dataset(data_args)
     model, tok, peft_config = build_model(model_args)
     trainer = REARLTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tok, peft_config=peft_config,
@@ -85,16 +86,51 @@ def train(model_args: ModelArgs, data_args: DataArgs, cfg: REARLConfig, resume: 
             raise FileNotFoundError(f"--resume: no checkpoint-* in {cfg.output_dir}")
         ckpt = str(ckpts[-1])
     trainer.train(resume_from_checkpoint=ckpt)
-    trainer.save_model(cfg.output_dir)
-    tok.save_pretrained(cfg.output_dir)
+    trainer.save_model(cfg.output_dir)  # TRL/transformers: the main process writes, the others wait
+    main = trainer.accelerator.is_main_process
+    if main:  # one writer per file: several ranks writing the same files at once can interleave them
+        tok.save_pretrained(cfg.output_dir)
     if peft_config is not None:
         # A plain checkpoint that `rearl eval` and vLLM load directly.
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        merged.save_pretrained(Path(cfg.output_dir) / "merged")
-        tok.save_pretrained(Path(cfg.output_dir) / "merged")
+        if main:
+            merged.save_pretrained(Path(cfg.output_dir) / "merged")
+            tok.save_pretrained(Path(cfg.output_dir) / "merged")
     history = trainer.state.log_history
-    write_json_atomic(Path(cfg.output_dir) / "rearl_run.json", {
-        "model": vars(model_args), "data": vars(data_args),
-        "config": json.loads(cfg.to_json_string()), "global_step": trainer.state.global_step,
-    })
+    if main:
+        write_json_atomic(Path(cfg.output_dir) / "rearl_run.json", {
+            "model": vars(model_args), "data": vars(data_args),
+            "config": json.loads(cfg.to_json_string()), "global_step": trainer.state.global_step,
+            "num_processes": trainer.accelerator.num_processes,
+        })
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the files are written
     return history[-1] if history else {}
+
+
+_WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def single_process_cpu_launch(env: dict[str, str] | None = None) -> bool:
+    """True when `accelerate launch --cpu --num_processes N` (N > 1) started this process alone.
+
+    accelerate 1.15 starts several CPU processes only through mpirun (`--mpirun_hostfile`); without it,
+    `--cpu --num_processes N` runs ONE process (it sets MASTER_ADDR, as for N > 1, but no world size),
+    and training would silently run on a single rank. The working command is in docs/training.md."""
+    import os
+
+    env = os.environ if env is None else env
+    if str(env.get("ACCELERATE_USE_CPU", "")).lower() not in ("true", "1", "yes"):
+        return False
+    if "MASTER_ADDR" not in env:
+        return False
+    return all(int(env.get(k, "1") or 1) <= 1 for k in _WORLD_SIZE_VARS)
+
+
+def warn_single_process_cpu_launch() -> None:
+    if single_process_cpu_launch():
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "accelerate launch --cpu --num_processes N started ONE process (accelerate starts several CPU "
+            "processes only through mpirun). For several processes on CPU use: accelerate launch --config_file "
+            "recipes/accelerate/multi_cpu.yaml -m rearl.cli train ... use_cpu=true (docs/training.md#several-processes)")

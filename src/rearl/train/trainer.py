@@ -9,6 +9,10 @@
 
 Generation: in-process with the trainer's model (CPU, tests, testbed) or, with `use_vllm`, through
 TRL's vLLM engine (server or colocate) — the latter is thin and cannot be exercised without a GPU.
+
+Several processes (docs/training.md#several-processes): each rank rolls out its own whole groups;
+rewards, dropped-row flags and group policies work on the rows gathered in rank order; the rollout
+metrics are summed over ranks (TRL logs rank 0's only). tests/test_multiprocess.py runs 2 CPU ranks.
 """
 
 from __future__ import annotations
@@ -204,6 +208,19 @@ class REARLTrainer(GRPOTrainer):
 
         return [int(x) for x in gather_object([n])]
 
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Each value summed over all ranks (a collective: every rank calls it at the same point)."""
+        if self.accelerator.num_processes == 1:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.gather(t).view(-1, len(values)).sum(dim=0).tolist()
+
+    def _max_over_ranks(self, values: list[float]) -> list[float]:
+        if self.accelerator.num_processes == 1:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.gather(t).view(-1, len(values)).max(dim=0).values.tolist()
+
     def _generate_revisions(self, inputs: list[list[int]], filler: list[int], max_new_tokens: int) -> list[Sample]:
         """One answer per input. vLLM generation is a collective across ranks, so every rank sends the
         same number of inputs: a rank with fewer (failed revisions are skipped) pads with `filler`
@@ -295,25 +312,30 @@ class REARLTrainer(GRPOTrainer):
                         cur.extend(v)
         assert rows_all is not None
 
-        # metrics of this rollout (local process)
-        mode = "train" if self.model.training else "eval"
-        m = self._metrics[mode]
+        # metrics of this rollout, over every rank's samples: TRL logs rank 0's `_metrics` only, so a local
+        # value would hide the other ranks (e.g. a reflection model that fails only for rank 1's samples)
         n = len(originals)
-        accepted = [o for o in outcomes if o.ok]
         think = [s.think_tokens for s in segs]
         dens = [count_reflections(s.split.think, self.rea_args.reflection_regex) / t for s, t in zip(segs, think) if t > 0]
-        m["revision/failures"].append(float(sum(o.error is not None for o in outcomes)))
-        m["revision/accept_rate"].append(len(accepted) / n)
-        m["revision/accuracy"].append(n_correct / max(1, len(todo)))
-        m["revision/answer_finished"].append(sum(r.completed for r in revisions) / max(1, len(revisions)))
-        m["revision/skipped_no_result"].append(float(n_skipped))
         saved = [t for t, rev in zip(rows_all.tokens_saved, rows_all.is_revision) if rev]
-        m["revision/tokens_saved"].append(sum(saved) / max(1, len(accepted)))
-        m["reflection/density"].append(sum(dens) / len(dens) if dens else 0.0)
-        m["completions/think_tokens"].append(sum(think) / n)
-        m["timing/generate_s"].append(t_gen)
-        m["timing/reflection_s"].append(t_score)
-        m["timing/revision_s"].append(t_rev)
+        totals = self._sum_over_ranks([
+            sum(o.error is not None for o in outcomes), n, sum(o.ok for o in outcomes), n_correct, len(todo),
+            sum(r.completed for r in revisions), len(revisions), n_skipped, sum(saved), sum(dens), len(dens), sum(think)])
+        (failures, n_all, accepted, correct, tried, finished, made, skipped, saved_sum, dens_sum, dens_n, think_sum) = totals
+        slowest = self._max_over_ranks([t_gen, t_score, t_rev])
+        mode = "train" if self.model.training else "eval"
+        m = self._metrics[mode]
+        m["revision/failures"].append(failures)
+        m["revision/accept_rate"].append(accepted / n_all)
+        m["revision/accuracy"].append(correct / max(1, tried))
+        m["revision/answer_finished"].append(finished / max(1, made))
+        m["revision/skipped_no_result"].append(skipped)
+        m["revision/tokens_saved"].append(saved_sum / max(1, accepted))
+        m["reflection/density"].append(dens_sum / dens_n if dens_n else 0.0)
+        m["completions/think_tokens"].append(think_sum / n_all)
+        m["timing/generate_s"].append(slowest[0])
+        m["timing/reflection_s"].append(slowest[1])
+        m["timing/revision_s"].append(slowest[2])
 
         out: dict[str, Any] = {
             "prompt_ids": [p_ids[r // g2] for r in range(len(prompts))],
