@@ -64,25 +64,52 @@ def test_data_split_has_no_shared_problem(tmp_path):
     assert sum(r["level"] == 1 for r in rows["eval"]) == 25
 
 
-def _lv(acc, tokens, refl, after=None):
-    return {"accuracy": acc, "accuracy_ci95": 5.0, "tokens": tokens, "reflections": refl,
-            "reflections_after_first_correct": after}
+def _lv(acc, tokens, refl, after=None, tokens_after=None, n=100):
+    return {"n": n, "accuracy": acc, "accuracy_ci95": 5.0, "tokens": tokens, "reflections": refl,
+            "reflections_after_first_correct": after, "tokens_after_first_correct": tokens_after}
+
+
+def _band(median, p10=None, p90=None):
+    return {"median": median, "p10": median if p10 is None else p10, "p90": median if p90 is None else p90, "n": 50}
+
+
+def _measured(removable, p10, p90, easy, hard, before, after, paragraphs):
+    lv = {str(k): {"removable_share": _band(easy)} for k in S.EASY} | {str(k): {"removable_share": _band(hard)}
+                                                                        for k in S.HARD}
+    return {"base": {"all": {"removable_share": _band(removable, p10, p90), "density_before": _band(before),
+                             "density_after": _band(after), "paragraphs": _band(paragraphs)}, "by_level": lv}}
 
 
 def test_targets_are_measured_not_assumed():
-    base = {"easy": _lv(95, 250, 4.0, 3.5), "hard": _lv(50, 350, 3.0, 2.0), "all": _lv(72.5, 300, 3.5)}
-    good = {"easy": _lv(95, 120, 1.5), "hard": _lv(50, 240, 2.7), "all": _lv(72.0, 180, 2.1)}
+    base = {"easy": _lv(95, 250, 4.0, 3.5), "hard": _lv(60, 350, 6.0, 2.0), "all": _lv(77.5, 300, 5.0, None, 120, 200)}
+    good = {"easy": _lv(95, 120, 1.5), "hard": _lv(60, 240, 5.7), "all": _lv(77.5, 180, 3.6, None, 30, 200)}
     collapse = {"easy": _lv(90, 100, 0.2), "hard": _lv(30, 150, 0.5), "all": _lv(60, 125, 0.35)}
-    t = {r["target"]: r for r in S.check_targets({"base": base, "rea_rl": good, "grpo_len": collapse})}
+    ot = _measured(0.45, 0.0, 0.7, 0.55, 0.3, 12.0, 18.0, 9)
+    t = {r["target"]: r for r in S.check_targets({"base": base, "rea_rl": good, "grpo_len": collapse}, ot)}
     assert all(r["met"] for r in t.values()), [k for k, r in t.items() if not r["met"]]
-    assert t["REA-RL: >= 35% fewer tokens than base"]["measured"] == pytest.approx(40.0)
-    # a REA-RL that only shortens easy answers by a little, and loses accuracy, misses
-    bad = {"easy": _lv(90, 230, 3.9), "hard": _lv(40, 200, 1.0), "all": _lv(65, 215, 2.45)}
-    t = {r["target"]: r["met"] for r in S.check_targets({"base": base, "rea_rl": bad})}
-    assert t == {"base overthinks: >= 2 reflections after the first correct answer on easy levels": True,
-                 "REA-RL: >= 35% fewer tokens than base": False, "REA-RL: accuracy >= base - 1 point": False,
-                 "REA-RL: reflections per response on hard levels >= 80% of base": False,
-                 "REA-RL: reflections per response on easy levels <= 60% of base": False}
+    assert len(t) == 12
+    assert t["REA-RL: mean tokens <= 0.70 x base"]["measured"] == pytest.approx(0.6)
+    assert t["REA-RL: >= 60% of the base's removable overthinking removed"]["measured"] == pytest.approx(75.0)
+    # a REA-RL that only shortens easy answers by a little, and loses accuracy, misses; so does a world
+    # whose traces put all reflection after the answer and never stop right after it (world v1)
+    bad = {"easy": _lv(90, 230, 3.9), "hard": _lv(40, 200, 1.0), "all": _lv(65, 215, 2.45, None, 100, 200)}
+    v1 = _measured(0.65, 0.3, 0.7, 0.63, 0.69, 0.0, 20.0, 4)
+    t = {r["target"]: r["met"] for r in S.check_targets({"base": base, "rea_rl": bad, "grpo_len": base}, v1)}
+    assert [k for k, met in t.items() if met] == [
+        "base overthinks: >= 2 reflections after the first correct answer on easy levels"]
+    # without a measurement of the toy's traces, the world's bands are not claimed
+    assert not any(r["target"].startswith("base: ") for r in S.check_targets({"base": base}))
+
+
+def test_probe_gate_stops_a_model_that_did_not_learn():
+    meta = {"probe": {"L1": 100.0, "L2": 90.0, "L3": 10.0, "L4": 0.0, "all": 50.0, "per_level": 10},
+            "sft": {"document_tokens": 1000, "final_loss": 0.3, "cut_by_time_cap": True}}
+    with pytest.raises(RuntimeError, match=r"failed its probe \(its SFT hit the time cap\).*L3 10%, L4 0% < 30%"):
+        S.check_probe(meta, 30.0, "toy")
+    S.check_probe(meta, 0.0, "toy")  # the quick story does not gate
+    S.check_probe({**meta, "probe": {**meta["probe"], "L3": 40.0, "L4": 35.0}}, 30.0, "toy")
+    with pytest.raises(RuntimeError, match="no build probe"):
+        S.check_probe({"sft": {}}, 30.0, "toy")
 
 
 @pytest.mark.slow

@@ -92,10 +92,16 @@ def test_column_addition_is_exact_and_slips_are_wrong():
         c = R.add_columns(ops, slip=1.0, rng=rng)
         assert (c.value == sum(ops)) == (not c.slipped)  # a forgotten carry always shows in the sum
     c = R.add_columns([78, 57])
-    assert c.lines == ["a : xa8 + ya7 = 15 , write 5 carry 1 .", "b : xb7 + yb5 + 1 = 13 , write 3 carry 1 .",
-                       "c : 1 = 1 , write 1 carry 0 ."]
-    assert R.add_columns([78, 57], reverse=True).lines[1] == "b : yb5 + xb7 + 1 = 13 , write 3 carry 1 ."
+    assert c.lines == ["Now column a : xa8 + ya7 = 15 .\nI write 5 in a and carry 1 to b .",
+                       "Now column b : xb7 + yb5 = 12 , but the carry 1 makes it 13 .\nI write 3 in b and carry 1 to c .",
+                       "Column c holds only the carry 1 , so I write 1 in c ."]
+    assert R.add_columns([78, 57], reverse=True).lines[1].startswith("Now column b : yb5 + xb7 = 12 , but")
+    assert R.add_columns([78, 57, 9]).lines[0] == ("Now column a : xa8 + ya7 = 15 , + za9 = 24 .\n"
+                                                  "I write 4 in a and carry 2 to b .")
     assert c.hinted == "c1 b3 a5"
+    # a quick check restates the column's digit sum (never the carry, so it cannot catch a slip)
+    checked = R.add_columns([78, 57], rng=random.Random(0), mid_check=1.0)
+    assert checked.lines[1].endswith("\nWait , let me check : 7 + 5 = 12 , yes .")
 
 
 def test_trace_format(traces):
@@ -105,30 +111,60 @@ def test_trace_format(traces):
         by_level.setdefault(tr.task.level, []).append(tr)
         s = split_think(tr.text)
         assert s.closed and s.n_close_tags == 1 and "<think>" not in tr.text
-        assert tr.text.endswith(f"\\boxed{{{tr.task.answer}}}")
-        assert extract_answer(tr.text).answer == tr.task.answer
         stmts = R.answer_statements(s.think)
-        assert stmts[0].value == tr.first_answer and stmts[-1].value == int(tr.task.answer)
+        final = stmts[-1].value
+        assert tr.text.endswith(f"\\boxed{{{final}}}") and extract_answer(tr.text).answer == str(final)
+        assert stmts[0].value == tr.first_answer
         assert lv.echoes[0] <= tr.n_echoes <= lv.echoes[1]
-        assert tr.checked == lv.hard
+        assert not tr.checked or lv.hard
         if not lv.hard:
             assert not tr.slipped and tr.first_answer == int(tr.task.answer)
         assert (tr.first_answer != int(tr.task.answer)) == tr.slipped
-        if tr.slipped:
+        # only a skipped check leaves a slip uncorrected
+        assert tr.correct == (final == int(tr.task.answer)) == (tr.checked or not tr.slipped)
+        if tr.slipped and tr.checked:
             assert "does not match" in tr.text and f"The correct answer is {tr.task.answer} ." in tr.text
-        # after the first correct statement: one reflection per echo, plus the check's "Wait" (first pass
-        # right) or its "But ... does not match" (first pass wrong: the check states the first correct one)
-        good = next(x for x in stmts if str(x.value) == tr.task.answer)
-        after = count_reflections(s.think[good.end :])
-        assert after == tr.n_echoes + tr.checked
-        assert count_reflections(s.think[: stmts[0].end]) == 0  # the first pass never reflects
-    # easy levels overthink: >= 2 redundant reflections after the (always correct) first answer
-    for lv in T.EASY:
-        assert min(t.n_echoes for t in by_level[lv]) >= 2
-    # hard levels' first pass slips often enough for the check to matter
+        # reflection words inside the first pass: one "but" per carry added, one per quick check
+        first_pass = s.think[: stmts[0].end]
+        assert count_reflections(first_pass) == first_pass.count("but the carry") + first_pass.count("Wait , let me")
+        # each echo is one paragraph with one reflection, and restates the final answer
+        for echo in s.think.split("\n\n")[len(s.think.split("\n\n")) - tr.n_echoes:]:
+            assert count_reflections(echo) == 1 and R.answer_statements(echo)[-1].value == final
+    for lv in T.EASY:  # some easy traces stop right after their answer, some overthink for long
+        n = [t.n_echoes for t in by_level[lv]]
+        assert min(n) == 0 and max(n) >= 6 and sum(x == 0 for x in n) >= 0.08 * len(n)
     for lv in T.HARD:
         rate = sum(t.slipped for t in by_level[lv]) / len(by_level[lv])
-        assert 0.2 < rate < 0.7
+        assert 0.2 < rate < 0.8  # hard levels' first pass slips often enough for the check to matter
+        skipped = [t for t in by_level[lv] if not t.checked]
+        assert 0.1 < len(skipped) / len(by_level[lv]) < 0.4
+        # a trace that skips its check is wrong whenever its first pass slipped
+        assert any(not t.correct for t in skipped)
+        assert all(t.correct for t in by_level[lv] if t.checked)
+
+
+def test_traces_sit_in_the_real_traces_bands(tmp_path, toy_dir):
+    """World v2 against real R1-distill traces, with `rearl measure` (docs/testbed.md#the-world)."""
+    import json
+
+    from rearl.eval.overthinking import MeasureConfig, measure
+
+    trs = R.make_traces(T.make_tasks(400, seed=11), seed=11)
+    f = tmp_path / "gen.jsonl"
+    f.write_text("".join(json.dumps({"id": i, "problem": t.task.problem, "answer": t.task.answer,
+                                     "level": t.task.level, "response": t.text}) + "\n" for i, t in enumerate(trs)))
+    res = measure(MeasureConfig(input=[str(f)], tokenizer=str(toy_dir)), progress=False)["files"][str(f)]
+    b = res["all"]
+    assert 0.35 <= b["removable_share"]["median"] <= 0.55
+    # the issue's p90 >= 0.65 is for the toy LRM's samples (the story measures it: 0.70 at T=0.6, where the
+    # model takes more echoes than it was shown); the generator itself sits at 0.64-0.65
+    assert b["removable_share"]["p10"] <= 0.05 and b["removable_share"]["p90"] >= 0.6
+    assert 0.5 <= b["density_before"]["median"] / b["density_after"]["median"] <= 2
+    assert b["paragraphs"]["median"] >= 8
+    by = {str(k): v for k, v in res["by_level"].items()}
+    easy = min(by[str(k)]["removable_share"]["median"] for k in T.EASY)
+    hard = max(by[str(k)]["removable_share"]["median"] for k in T.HARD)
+    assert easy > hard  # easy problems overthink more
 
 
 def test_finish_documents_box_the_last_stated_answer(traces):
@@ -176,11 +212,14 @@ def test_tokenizer_round_trip_and_tags(tok, traces):
 def test_decoded_answers_verify(tok, traces, pool):
     from rearl.core.verify import check_completions
 
-    sample = traces[:60]
+    sample = traces[:80]
     texts = [tok.decode(tok(t.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for t in sample]
+    boxed = [R.answer_statements(split_think(t.text).think)[-1].value for t in sample]
     assert all(split_think(x).closed for x in texts)
-    assert all(extract_answer(x).answer == t.task.answer for x, t in zip(texts, sample))
-    assert all(check_completions(texts, [t.task.answer for t in sample], pool=pool))
+    assert all(extract_answer(x).answer == str(b) for x, b in zip(texts, boxed))
+    # the verifier agrees with the generator on which traces are right (a skipped check can leave a slip)
+    assert [bool(v) for v in check_completions(texts, [t.task.answer for t in sample], pool=pool)] == [t.correct for t in sample]
+    assert not all(t.correct for t in sample) and sum(t.correct for t in sample) > 0.8 * len(sample)
     wrong = [str(int(t.task.answer) + 1) for t in sample]
     assert not any(check_completions(texts, wrong, pool=pool))
 
@@ -189,12 +228,18 @@ def test_paragraphs_separate_answer_and_rechecks(tok, traces):
     for tr in traces[:120]:
         seg = segment(tok, text=tr.text)
         parts = split_think(tr.text).think.strip().split("\n\n")
-        # every blank-line part (first pass, check, each echo) closes its own paragraph
-        assert len(seg.paragraphs) == len(parts) == 1 + tr.checked + tr.n_echoes
-        assert [p.text for p in seg.paragraphs] == [x.strip() for x in parts]
-        assert all(p.n_tokens >= 32 for p in seg.paragraphs)
-        assert R.answer_statements(seg.paragraphs[0].text)[0].value == tr.first_answer
-        for p in seg.paragraphs[1 + tr.checked :]:
+        # every blank-line part (columns, the answer, the check, each echo) closes its own paragraph, except
+        # a check's verdict on a 3-digit sum (30 tokens), which joins the next part (world v2, kept so that the
+        # measured toy LRM matches this generator)
+        short = [i for i, x in enumerate(parts[:-1]) if R.n_tokens(x) < R.PART_TOKENS]
+        assert all(parts[i].startswith("This gives") for i in short)
+        assert len(parts) == tr.parts and len(seg.paragraphs) == len(parts) - len(short)
+        if not short:
+            assert [p.text for p in seg.paragraphs] == [x.strip() for x in parts]
+        assert all(p.n_tokens >= 32 for p in seg.paragraphs[:-1])
+        answer = next(p for p in seg.paragraphs if R.answer_statements(p.text))
+        assert R.answer_statements(answer.text)[0].value == tr.first_answer and answer.text.startswith("All the")
+        for p in seg.paragraphs[len(parts) - tr.n_echoes :]:
             assert count_reflections(p.text) == 1  # each echo is one reflection
 
 
@@ -221,15 +266,17 @@ def test_analyse_reference_traces(tok, traces):
     recs = []
     for tr in traces[:40]:
         ids = tok(tr.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rec, cut = analyse(tok, tr.task, ids, finished=True, correct=True)
+        rec, cut = analyse(tok, tr.task, ids, finished=True, correct=tr.correct)
         recs.append(rec)
         assert rec.first_answer == tr.first_answer
-        assert rec.reflections_after == tr.n_echoes + tr.checked
-        assert 0 < rec.tokens_after < rec.think_tokens
+        think = split_think(tr.text).think
+        good = next((x for x in R.answer_statements(think) if str(x.value) == tr.task.answer), None)
+        assert rec.reflections_after == (count_reflections(think[good.end :]) if good else None)
+        assert rec.tokens_after is None or 0 <= rec.tokens_after < rec.think_tokens
         assert rec.reads > 0 and rec.read_errors == 0 and rec.columns > 0 and rec.sum_errors == 0
         # the cut keeps exactly the first pass: its last token is the " ." closing the answer line
         kept = tok.decode(ids[:cut])
-        assert kept.endswith(f"the answer is {tr.first_answer} .") and count_reflections(kept) == 0
+        assert kept.endswith(f"the answer is {tr.first_answer} .")
     table = summarize(recs)
     assert table["all"]["n"] == 40 and table["L1"]["reflections_after_first_correct"] >= 2
     assert table["all"]["digit_read_error"] == 0 == table["all"]["column_sum_error"]
@@ -239,12 +286,14 @@ def test_column_errors_separate_reading_from_adding():
     from rearl.testbed.stats import column_errors
 
     ops = (78, 57)
-    good = "a : xa8 + ya7 = 15 , write 5 carry 1 .\nb : xb7 + yb5 + 1 = 13 , write 3 carry 1 ."
+    good = "\n".join(R.add_columns(ops).lines)
     assert column_errors(good, ops) == (4, 0, 2, 0)
-    misread = good.replace("xa8 + ya7 = 15", "xa1 + ya7 = 8")  # wrong digit, right sum of what it read
-    assert column_errors(misread, ops) == (4, 1, 2, 0)
-    misadded = good.replace("= 13", "= 14")
+    misread = good.replace("xa8 + ya7 = 15", "xa1 + ya7 = 8").replace("write 5 in a and carry 1", "write 8 in a and carry 0")
+    assert column_errors(misread, ops) == (4, 1, 2, 0)  # wrong digit, right sum of what it read
+    misadded = good.replace("makes it 13", "makes it 14")
     assert column_errors(misadded, ops) == (4, 0, 2, 1)
+    wrong_carry = good.replace("write 5 in a and carry 1", "write 5 in a and carry 0")
+    assert column_errors(wrong_carry, ops) == (4, 0, 2, 1)
 
 
 # -- the toy LRM build -----------------------------------------------------------------------------------
@@ -329,7 +378,7 @@ def test_quick_build_learns_the_format(tmp_path):
     from rearl.testbed.stats import sample_records, summarize
 
     p = M.build_toy_lrm(tmp_path, quick=True, progress=False)
-    recs = sample_records(p, T.make_tasks(8, seed=99), temperature=0.0, max_new_tokens=400, batch_size=8,
+    recs = sample_records(p, T.make_tasks(8, seed=99), temperature=0.0, max_new_tokens=640, batch_size=8,
                           progress=False)
     table = summarize(recs)
     assert table["all"]["finished"] >= 50

@@ -12,10 +12,12 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     methods = list(METHODS) if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     given = {k: v for k, v in dict(
-        out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate,
+        out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate, beta=a.beta,
+        loss_type=a.loss_type, temperature=a.temperature, eval_temperature=a.eval_temperature, prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_tokens=a.max_tokens,
+        probe_min_accuracy=a.probe_min_accuracy,
         reflection_model=a.reflection_model, eval_per_level=a.eval_per_level, threads=a.threads, jobs=a.jobs,
         toy_sft_tokens=a.toy_sft_tokens, toy_budget_minutes=a.toy_budget_minutes, toy_cache_dir=a.toy_cache_dir,
-        train_reflector=False if a.no_reflector else None,
+        train_reflector=False if a.no_reflector else (True if a.reflector else None),
     ).items() if v is not None}
     cfg = quick_config(**given) if a.quick else StoryConfig(**given)
     res = run_story(cfg, progress=not a.no_progress)
@@ -69,8 +71,19 @@ def add_subcommands(sub: Any) -> None:
                         "rea_rl_no_reflection_reward, or 'all' (default: grpo,grpo_len,rea_rl)")
     r.add_argument("--steps", type=int, default=None, help="RL steps per method")
     r.add_argument("--learning-rate", type=float, default=None)
+    r.add_argument("--temperature", type=float, default=None, help="sampling temperature of training")
+    r.add_argument("--eval-temperature", type=float, default=None, help="sampling temperature of the evaluations")
+    r.add_argument("--beta", type=float, default=None, help="KL coefficient")
+    r.add_argument("--loss-type", default=None, help="TRL loss_type (token-normalised: bnpo, dapo)")
+    r.add_argument("--prompts-per-step", type=int, default=None)
+    r.add_argument("--group-size", type=int, default=None, help="G policy samples per prompt")
+    r.add_argument("--max-tokens", type=int, default=None, help="generation budget (training and evaluation)")
+    r.add_argument("--probe-min-accuracy", type=float, default=None,
+                   help="stop unless the toy LRM's greedy probe reaches this accuracy (%%) on every level (default 30)")
     r.add_argument("--reflection-model", choices=["oracle", "trained"], default=None,
                    help="REA-RL's reflection model: the oracle (default) or the SmolLM2 reflector trained here")
+    r.add_argument("--reflector", action="store_true",
+                   help="also train the SmolLM2 reflection model and report it against the oracle (default: quick only)")
     r.add_argument("--no-reflector", action="store_true", help="skip training the reflection model")
     r.add_argument("--eval-per-level", type=int, default=None, help="held-out tasks per difficulty level")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores / jobs)")

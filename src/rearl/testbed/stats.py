@@ -23,7 +23,8 @@ from rearl.core.tokens import TokenizedText
 from rearl.testbed.tasks import OPERANDS, PLACES, Task
 from rearl.testbed.traces import THINK_CLOSE, answer_statements
 
-_COLUMN = re.compile(r"^[a-h] : (.*) = (\d+) , write", re.M)
+_COLUMN = re.compile(r"^Now column ([a-h]) : (.*) \.\nI write (\d+) in \1 and carry (\d+) to [a-h] \.", re.M)
+_CARRY_IN = re.compile(r"^but the carry (\d+) makes it (\d+)$")
 
 
 @dataclass
@@ -53,23 +54,32 @@ class Record:
 
 
 def column_errors(text: str, operands: Sequence[int]) -> tuple[int, int, int, int]:
-    """(reads, read errors, column lines, sum errors) over every column line of a completion.
+    """(reads, read errors, column lines, sum errors) over every column of a completion.
 
-    Separates the two skills the model needs: copying the right digit (a lookup) and adding.
+    Separates the two skills the model needs: copying the right digit (a lookup) and adding. A
+    column counts as a sum error when any running sum, the carry-in total, the written digit or the
+    carry out is not what its own terms give.
     """
     truth = {OPERANDS[k] + PLACES[i]: int(ch) for k, x in enumerate(operands) for i, ch in enumerate(reversed(str(x)))}
     reads = bad_reads = lines = bad_sums = 0
     for m in _COLUMN.finditer(text):
-        total = 0
-        for term in m.group(1).split(" + "):
-            if term[:2] in truth and term[2:].isdigit():
+        place, total, ok = m.group(1), 0, True
+        for piece in m.group(2).split(" , "):
+            for tag, d in re.findall(rf"\b([{OPERANDS}]){place}(\d)\b", piece):
                 reads += 1
-                bad_reads += int(term[2:]) != truth[term[:2]]
-                total += int(term[2:])
-            elif term.isdigit():
-                total += int(term)
+                bad_reads += int(d) != truth.get(tag + place)
+                total += int(d)
+            carry = _CARRY_IN.match(piece)
+            if carry:
+                total += int(carry.group(1))
+                stated = int(carry.group(2))
+            else:
+                eq = re.search(r"= (\d+)$", piece)
+                stated = int(eq.group(1)) if eq else total
+            ok &= stated == total
+        ok &= int(m.group(3)) == total % 10 and int(m.group(4)) == total // 10
         lines += 1
-        bad_sums += total != int(m.group(2))
+        bad_sums += not ok
     return reads, bad_reads, lines, bad_sums
 
 

@@ -59,20 +59,30 @@ class StoryConfig:
     toy_budget_minutes: float | None = None
     toy_cache_dir: str | None = None
     # RL: every method gets the same start, tasks, seed and number of prompts
-    steps: int = 100
+    steps: int = 60
     prompts_per_step: int = 2
     group_size: int = 4  # G policy samples per prompt (REA-RL adds G revisions: 2G rows, docs/method.md#the-training-step)
-    # the authors' lr, schedule and KL (docs/training.md); measured here: lr 1e-4 without KL wrecked plain GRPO
-    # (train accuracy 0.36 -> 0.05 in 20 steps), 3e-5 drifted down, 1e-5 held
-    learning_rate: float = 2e-5
+    # the authors' schedule and KL (docs/training.md), a higher lr for a 0.8M-parameter policy: world v1's 3.2M
+    # model at the authors' 2e-5 moved P(</think>) from 6e-5 to 1e-4 in 100 steps; on world v2's model 1e-4 with
+    # KL 0.04 kept KL < 0.025 and the entropy flat over 20 steps (docs/testbed.md#settings)
+    learning_rate: float = 1e-4
     beta: float = 0.04
-    temperature: float = 1.0
-    max_tokens: int = 512  # generation budget (training and evaluation): the toy's traces fit in ~400
+    loss_type: str = "bnpo"  # TRL's loss_type; token-normalised (bnpo, dapo) so dropped revisions are out of the loss
+    # sampling temperature of training (and of the base responses that calibrate T). Measured on world v2's toy
+    # LRM (200 held-out tasks): accuracy 25% at T=1.0 (column sums wrong in 23% of the columns), 54% at 0.6;
+    # at T=1 most groups had no correct sample, so neither the accuracy nor the length reward had a signal
+    temperature: float = 0.7
+    # generation budget (training and evaluation): world v2's reference traces are 370 tokens on average,
+    # p99 570 (measured on 800 traces)
+    max_tokens: int = 640
     reflection_model: str = "oracle"  # REA-RL's reflection model: oracle | trained (the SmolLM2 reflector)
     train_tasks: int = 4000
     # the reflection model and the threshold are learnt from base responses on these many tasks
     calibration_tasks: int = 160
-    train_reflector: bool = True
+    # train and report the SmolLM2 reflection model beside the RL runs (REA-RL itself cuts with the oracle).
+    # Off in the full story: on an AVX2-only 2-core CPU one SmolLM2 LoRA step takes longer than a whole toy RL
+    # step, and the 80 steps would take a core for most of the story; the quick story keeps it (CI covers it)
+    train_reflector: bool = False
     # what the reflection model learns from: the base model's responses ("base", as in the paper) or
     # the generator's reference traces ("reference": for the quick model, whose answers are rarely right)
     reflector_data: str = "base"
@@ -88,6 +98,11 @@ class StoryConfig:
     # evaluations) run in this many processes at once. Measured here: a toy GRPO step takes 2.6 s on one
     # thread and 2.3 s on two, so two one-thread runs side by side nearly halve the wall time.
     jobs: int = 2
+    # the toy LRM must reach this greedy accuracy (%) on every level of its build probe, or the story stops
+    # before any RL: a model that never learnt the hard levels makes every later number meaningless
+    probe_min_accuracy: float = 30.0
+    # real traces measured beside the toy's (`rearl measure`); None = $REARL_SHARED/data/traces if present
+    real_traces: list[str] | None = None
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]
@@ -106,7 +121,8 @@ class StoryConfig:
 def quick_config(**overrides: Any) -> StoryConfig:
     """The few-minute story the end-to-end test runs (numbers mean nothing at this size)."""
     base = dict(quick=True, steps=3, prompts_per_step=2, group_size=2, train_tasks=64, calibration_tasks=8,
-                reflector_steps=2, reflector_data="reference", eval_per_level=2, max_tokens=384)
+                reflector_steps=2, reflector_data="reference", eval_per_level=2, max_tokens=384,
+                probe_min_accuracy=0.0, real_traces=[], train_reflector=True)
     return StoryConfig(**{**base, **overrides})
 
 
@@ -327,7 +343,7 @@ def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, thresh
         "per_device_train_batch_size": cfg.prompts_per_step * gens, "gradient_accumulation_steps": 1,
         "num_generations": gens, "max_completion_length": cfg.max_tokens,
         "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0,
-        "beta": cfg.beta, "loss_type": "bnpo", "scale_rewards": "group",
+        "beta": cfg.beta, "loss_type": cfg.loss_type, "scale_rewards": "group",
         "revision_scaffold": REVISION_SCAFFOLD, "revision_max_tokens": 16,
         "reflection_model": reflector or "oracle",
         "reflection_threshold": float(threshold),
@@ -351,6 +367,25 @@ def run_training(settings: dict[str, Any], out: Path) -> None:
     model_args, data_args, rcfg = load_config(str(cfg_path))
     resume = any(out.glob("checkpoint-*"))
     train(model_args, data_args, rcfg, resume=resume)
+
+
+def check_probe(meta: dict[str, Any], floor: float, model: str) -> None:
+    """Stop the story when the toy LRM failed its own build probe (greedy accuracy by level)."""
+    probe = meta.get("probe")
+    if floor <= 0:
+        return
+    if not probe:
+        raise RuntimeError(f"the toy LRM at {model} has no build probe; rebuild it (rearl testbed build --force)")
+    low = {k: v for k, v in probe.items() if k.startswith("L") and v < floor}
+    if low:
+        sft = meta.get("sft", {})
+        why = " (its SFT hit the time cap)" if sft.get("cut_by_time_cap") else ""
+        raise RuntimeError(
+            f"the toy LRM at {model} failed its probe{why}: greedy accuracy "
+            + ", ".join(f"{k} {v:.0f}%" for k, v in sorted(low.items()))
+            + f" < {floor:g}% on {probe.get('per_level')} problems per level, after {sft.get('document_tokens', '?')} "
+            f"SFT tokens (final loss {sft.get('final_loss', '?')}). RL on it would measure nothing; build it with more "
+            "SFT tokens (--toy-sft-tokens) or lower --probe-min-accuracy to go on anyway.")
 
 
 # -- the testbed's own analysis ------------------------------------------------------------------------------
@@ -403,8 +438,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def check_targets(stats: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The issue's targets, measured: each row says what was asked, what was measured, and whether it holds."""
+def _diff_ci95(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """95% half-width (points) of the difference of two independent accuracies (normal approximation)."""
+    pa, pb = a["accuracy"] / 100, b["accuracy"] / 100
+    return 100 * 1.96 * math.sqrt(pa * (1 - pa) / a["n"] + pb * (1 - pb) / b["n"])
+
+
+def check_targets(stats: dict[str, dict[str, dict[str, Any]]],
+                  overthinking: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The testbed issue's targets, measured: each row says what was asked, what was measured, and whether
+    it holds (None: not measurable in this run)."""
     base = stats.get("base")
     rows: list[dict[str, Any]] = []
     if base is None:
@@ -413,16 +456,44 @@ def check_targets(stats: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str,
     def add(target: str, value: float | None, ok: bool | None, detail: str) -> None:
         rows.append({"target": target, "measured": value, "met": ok, "detail": detail})
 
+    toy = (overthinking or {}).get("base")
+    if toy:  # world v2's bands, measured on the base's held-out samples like the real traces
+        b = toy["all"]
+        rs = b.get("removable_share") or {}
+        med, p10, p90 = rs.get("median"), rs.get("p10"), rs.get("p90")
+        add("base: removable overthinking share, median in [0.35, 0.55]", med,
+            None if med is None else 0.35 <= med <= 0.55, "share of thinking tokens after the first correct answer")
+        add("base: removable share p10 <= 0.05 and p90 >= 0.65", None if p10 is None else p90,
+            None if p10 is None else (p10 <= 0.05 and p90 >= 0.65), f"p10 {_f(p10, 2)}, p90 {_f(p90, 2)}")
+        lv = toy.get("by_level", {})
+        easy = [lv[k]["removable_share"]["median"] for k in lv if int(k) in EASY and lv[k].get("removable_share")]
+        hard = [lv[k]["removable_share"]["median"] for k in lv if int(k) in HARD and lv[k].get("removable_share")]
+        if easy and hard:
+            add("base: more overthinking on easy levels than on hard ones (removable share)", min(easy) - max(hard),
+                min(easy) > max(hard), f"easy {', '.join(_f(x, 2) for x in easy)} vs hard {', '.join(_f(x, 2) for x in hard)}")
+        db, da = (b.get("density_before") or {}).get("median"), (b.get("density_after") or {}).get("median")
+        r = _ratio(db, da)
+        add("base: reflection density before / after the first correct answer within a factor of 2", r,
+            None if r is None else 0.5 <= r <= 2.0, f"{_f(db)} vs {_f(da)} per 1k thinking tokens")
+        pm = (b.get("paragraphs") or {}).get("median")
+        add("base: median paragraphs per trace >= 8", pm, None if pm is None else pm >= 8, "the REA-RL splitter")
     e = base.get("easy", {}).get("reflections_after_first_correct")
     add("base overthinks: >= 2 reflections after the first correct answer on easy levels", e,
         None if e is None else e >= 2, "mean over easy samples that state a correct answer")
     rea = stats.get("rea_rl")
     if rea is not None:
-        cut = 100 * (1 - rea["all"]["tokens"] / base["all"]["tokens"])
-        add("REA-RL: >= 35% fewer tokens than base", cut, cut >= 35, f"{rea['all']['tokens']:.0f} vs {base['all']['tokens']:.0f} tokens")
+        ratio = rea["all"]["tokens"] / base["all"]["tokens"]
+        add("REA-RL: mean tokens <= 0.70 x base", ratio, ratio <= 0.70,
+            f"{rea['all']['tokens']:.0f} vs {base['all']['tokens']:.0f} tokens (paper: 0.64)")
+        ta, tb = rea["all"].get("tokens_after_first_correct"), base["all"].get("tokens_after_first_correct")
+        removed = None if ta is None or not tb else 1 - ta / tb
+        add("REA-RL: >= 60% of the base's removable overthinking removed", None if removed is None else 100 * removed,
+            None if removed is None else removed >= 0.6,
+            f"thinking tokens after the first correct answer: {_f(ta, 0)} vs {_f(tb, 0)}")
         d = rea["all"]["accuracy"] - base["all"]["accuracy"]
         add("REA-RL: accuracy >= base - 1 point", d, d >= -1,
-            f"{rea['all']['accuracy']:.1f} vs {base['all']['accuracy']:.1f} (95% half-width ~{base['all']['accuracy_ci95']:.1f})")
+            f"{rea['all']['accuracy']:.1f} vs {base['all']['accuracy']:.1f}; 95% interval of the difference "
+            f"+-{_diff_ci95(rea['all'], base['all']):.1f}")
         h = _ratio(rea.get("hard", {}).get("reflections"), base.get("hard", {}).get("reflections"))
         add("REA-RL: reflections per response on hard levels >= 80% of base", None if h is None else 100 * h,
             None if h is None else h >= 0.8, "mean reflections per response")
@@ -430,15 +501,58 @@ def check_targets(stats: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str,
         add("REA-RL: reflections per response on easy levels <= 60% of base", None if s is None else 100 * s,
             None if s is None else s <= 0.6, "mean reflections per response")
     gl = stats.get("grpo_len")
-    if gl is not None:
-        h = _ratio(gl.get("hard", {}).get("reflections"), base.get("hard", {}).get("reflections"))
-        dh = gl["hard"]["accuracy"] - base["hard"]["accuracy"] if "hard" in gl and "hard" in base else None
-        add("GRPO+len: reflection collapses on hard levels (% of base reflections)", None if h is None else 100 * h,
-            None if h is None else h < 0.5, "the paper's failure mode: < 50% of base")
-        ci = base["hard"]["accuracy_ci95"] if "hard" in base else 0.0
-        add("GRPO+len: hard-level accuracy drops beyond noise (points vs base)", dh,
-            None if dh is None else dh < -ci, f"a drop counts when larger than the base's 95% half-width, {ci:.1f}")
+    if gl is not None and "hard" in gl and "hard" in base:
+        h = _ratio(gl["hard"].get("reflections"), base["hard"].get("reflections"))
+        dh = gl["hard"]["accuracy"] - base["hard"]["accuracy"]
+        ci = _diff_ci95(gl["hard"], base["hard"])
+        shown = (h is not None and h < 0.5) or dh < -ci
+        add("GRPO+len: the paper's failure mode beyond noise (hard-level reflections < 50% of base, or hard "
+            "accuracy below base by more than the interval)", None if h is None else 100 * h, shown,
+            f"hard reflections {_f(None if h is None else 100 * h)}% of base; hard accuracy {dh:+.1f} points "
+            f"(95% interval of the difference +-{ci:.1f})")
     return rows
+
+
+# -- overthinking, measured like real traces (`rearl measure`) ------------------------------------------
+REAL_TOKENIZER = "models/deepseek-r1-distill-qwen-tokenizer"
+
+
+def real_trace_files(cfg: StoryConfig) -> tuple[list[str], str | None]:
+    """The real traces to measure beside the toy's, and their tokenizer (from $REARL_SHARED)."""
+    from rearl.eval.benchmarks import shared_dir
+
+    tok = shared_dir() / REAL_TOKENIZER
+    if cfg.real_traces is not None:
+        files = list(cfg.real_traces)
+    else:
+        d = shared_dir() / "data" / "traces"
+        files = sorted(str(p) for p in d.glob("*.jsonl")) if d.is_dir() else []
+    return files, (str(tok) if tok.is_dir() else None)
+
+
+def measure_files(files: Sequence[str], tokenizer: str, out: Path) -> dict[str, Any]:
+    """`rearl measure` on trace files; the summaries (per-trace records dropped) go to `out` as JSON."""
+    from rearl.core.io import write_json_atomic
+    from rearl.eval.overthinking import MeasureConfig, measure
+
+    res = measure(MeasureConfig(input=list(files), tokenizer=tokenizer), progress=False)
+    for f in res["files"].values():
+        f.pop("records", None)
+    write_json_atomic(out, res)
+    return res
+
+
+def overthinking_markdown(real: dict[str, Any] | None, toy: dict[str, dict[str, Any]]) -> str:
+    """Real traces (R1-distill tokenizer) next to the toy's samples (its own tokenizer), `rearl measure`'s
+    columns: median [p10, p90] over correct traces."""
+    from rearl.eval.overthinking import markdown
+
+    files: dict[str, Any] = {}
+    for path, f in (real or {}).get("files", {}).items():
+        files[f"real: {path.rsplit('/', 1)[-1]}"] = {**f, "by_level": {}}
+    for n, f in toy.items():
+        files[f"toy: {LABELS.get(n, n)}"] = f if n == "base" else {**f, "by_level": {}}
+    return markdown({"files": files})
 
 
 def _f(v: Any, d: int = 1) -> str:
@@ -455,6 +569,16 @@ def testbed_markdown(stats: dict[str, dict[str, dict[str, Any]]], targets: Seque
            f"{', '.join(f'L{k}' for k in HARD)}), sampled at temperature {meta.get('eval_temperature')}. Every method: "
            f"{meta.get('steps')} steps x {meta.get('prompts_per_step')} prompts x G={meta.get('group_size')} from the "
            f"same start; REA-RL's reflection model: {meta.get('reflection_model')}.", ""]
+    toy = meta.get("toy_meta") or {}
+    sft, probe = toy.get("sft") or {}, toy.get("probe") or {}
+    if sft:
+        md += [f"Toy LRM build: {toy.get('parameters', 0) / 1e6:.1f}M parameters, {sft.get('document_tokens', 0) / 1e6:.1f}M "
+               f"SFT tokens in {sft.get('steps')} steps ({sft.get('seconds')} s), final loss {sft.get('final_loss')}; "
+               "greedy probe accuracy " + ", ".join(f"{k} {v:.0f}%" for k, v in probe.items() if k.startswith("L"))
+               + ".", ""]
+    if sft.get("cut_by_time_cap"):
+        md += [f"**WARNING: the toy LRM's SFT hit its time cap after {sft.get('steps')} of {sft.get('planned_steps')} "
+               "steps. This is not the seeded model; numbers from this run do not reproduce elsewhere.**", ""]
     for title, key, d in [("Accuracy (%)", "accuracy", 1), ("Tokens per response", "tokens", 0),
                           ("Reflections per response", "reflections", 2),
                           ("Reflection interval (thinking tokens per reflection)", "reflection_interval", 0),
@@ -513,7 +637,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     if old_cfg.exists():
         prev = json.loads(old_cfg.read_text())
         # settings that do not change finished stages' results may differ between runs
-        free = ("out", "threads", "methods", "train_reflector", "jobs")
+        free = ("out", "threads", "methods", "train_reflector", "jobs", "real_traces")
         changed = {k for k in settings if k not in free and prev.get(k) != settings[k]}
         if changed:
             raise ValueError(f"{out} holds a testbed run with other settings ({', '.join(sorted(changed))}); "
@@ -539,6 +663,11 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         st.record["model"] = {"seconds": took, "path": model, "cached": took < 0.5 * (built or 0), "build_seconds": built}
         write_json_atomic(st.path, st.record)
     log(f"[testbed] toy LRM: {model}")
+    toy = load_meta(model)
+    if toy.get("sft", {}).get("cut_by_time_cap"):
+        log(f"[testbed] WARNING: the toy LRM's SFT hit its time cap ({toy['sft']['steps']} of "
+            f"{toy['sft']['planned_steps']} steps): it is not the seeded model; the report says so too")
+    check_probe(toy, cfg.probe_min_accuracy, model)
 
     d = out / "data"
     st.run("data", d / "eval.jsonl", lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
@@ -601,10 +730,26 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
             else:
                 st.run(name, marker, lambda args=args: train_and_eval_reflector(*args, progress))
 
-    # 5. report (always rebuilt: cheap)
+    names = ["base"] + list(cfg.methods)
+    # 5. overthinking of every policy's held-out samples, measured as real traces are (and the real ones)
+    ot = out / "overthinking"
+    ot.mkdir(exist_ok=True)
+    real_files, real_tok = real_trace_files(cfg)
+    real = None
+    if real_files and real_tok:
+        st.run("measure/real traces", ot / "real.json", lambda: measure_files(real_files, real_tok, ot / "real.json"))
+        real = json.loads((ot / "real.json").read_text())
+    else:
+        log("[testbed] no real traces found ($REARL_SHARED/data/traces): the toy is measured alone")
+    for n in names:
+        tr = ot / f"{n}_traces.jsonl"
+        st.run(f"measure/{n}", ot / f"{n}.json", lambda n=n, tr=tr: (
+            write_trace_file(ev / n, d / "eval.jsonl", tr), measure_files([str(tr)], model, ot / f"{n}.json")))
+    overthinking = {n: next(iter(json.loads((ot / f"{n}.json").read_text())["files"].values())) for n in names}
+
+    # 6. report (always rebuilt: cheap)
     from rearl.eval.report import make_report
 
-    names = ["base"] + list(cfg.methods)
     rep = out / "report"
     report = make_report([str(ev / n) for n in names], rep, reference=str(ev / "base"),
                          labels=[LABELS.get(n, n) for n in names])
@@ -613,19 +758,25 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
     plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
     stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
-    targets = check_targets(stats)
+    targets = check_targets(stats, overthinking)
     meta = {"model": model, "eval_tasks": cfg.eval_per_level * len(LEVELS), **settings,
-            "toy_meta": {k: v for k, v in load_meta(model).items() if k in ("parameters", "sft", "probe", "vocab_size")},
+            "toy_meta": {k: v for k, v in toy.items() if k in ("parameters", "sft", "probe", "vocab_size", "config")},
             "threshold": threshold}
     meta["toy_meta"].get("sft", {}).pop("loss_curve", None)
     plot_by_level(stats, rep / "by_level.png")
     md = testbed_markdown(stats, targets, meta)
+    md += ("\n## Overthinking: the toy next to real reasoning traces (`rearl measure`)\n\n"
+           "Median [p10, p90] over correct traces; removable share: thinking tokens after the first correct answer; "
+           "refl./1k: reflection words per 1,000 thinking tokens before / after it. Real traces: R1-distill "
+           "tokenizer; toy: its own tokenizer, held-out samples at the evaluation temperature.\n\n"
+           + overthinking_markdown(real, overthinking) + "\n")
     refl = reflector_dir / "eval.md"
     if refl.exists():
         md += "\n## Reflection model vs the oracle (held-out base responses)\n\n" + refl.read_text()
     md += "\n![by level](by_level.png)\n\n![accuracy vs tokens](accuracy_vs_tokens.png)\n\n![training](training_curves.png)\n"
     md += "\n" + stage_times(st.record)
-    summary = {"stats": stats, "targets": targets, "meta": meta, "stages": st.record, "report": report}
+    summary = {"stats": stats, "targets": targets, "meta": meta, "stages": st.record, "report": report,
+               "overthinking": {"toy": overthinking, "real": (real or {}).get("files")}}
     write_text_atomic(rep / "testbed.md", md)
     write_json_atomic(rep / "testbed.json", summary)
     log(f"[testbed] report: {rep / 'testbed.md'}")

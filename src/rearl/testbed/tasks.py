@@ -39,21 +39,43 @@ class Level:
     operands: int
     digits: tuple[int, int]  # each operand has lo..hi digits, and at least one has hi
     slip: float  # per column with a carry in: chance the first pass forgets that carry
-    echoes: tuple[int, int]  # redundant re-checks after the (checked) answer: uniform in [lo, hi]
+    # redundant re-checks after the (checked) answer: weights of 0, 1, 2, ... echoes
+    echo_weights: tuple[float, ...]
+    skip_check: float = 0.0  # hard levels: chance the trace skips its real re-check
+    mid_check: float = 0.0  # per column: chance of a quick "wait , let me check" of its digit sum
 
     @property
     def hard(self) -> bool:
         return self.slip > 0
 
+    @property
+    def echoes(self) -> tuple[int, int]:
+        """The fewest and most echoes a trace of this level has."""
+        nz = [k for k, w in enumerate(self.echo_weights) if w > 0]
+        return nz[0], nz[-1]
 
-# Easy levels (2 operands) are never wrong in their first pass and re-check by echoing; hard levels
-# (3 operands, carries up to 2) slip and re-check by recomputing. 3 operands of up to 4 digits is
-# the hardest tier the feasibility study suggests; 4x4 did not train in ~10 CPU minutes.
+
+# World v2 (docs/testbed.md#the-world), each choice from measuring real R1-distill traces with
+# `rearl measure` (docs/testbed.md#toy-traces-next-to-real-ones):
+# * easy levels (2 operands) are never wrong in their first pass; 0-5 echoes, so some traces stop
+#   right after their answer (real p10 of the removable share: 0.00) and some overthink for long
+#   (real p90: 0.67-0.81);
+# * hard levels (3 operands, carries up to 2) slip; their real re-check is skipped in a quarter of
+#   the traces, which are then wrong whenever the first pass slipped: reflecting less on hard
+#   problems costs accuracy (what lets a length-only reward show the paper's failure mode);
+# * every column may carry a quick check and every incoming carry a "but": reflection words inside
+#   the reasoning, not only after the answer (real density before/after the answer: about equal).
+# Operands have >= 2 digits (easy: one of 3-4): answers (>= 110) never equal a column's sum (<= 29),
+# so the oracle's mention finder cannot take a column line for the answer.
 LEVELS: dict[int, Level] = {
-    1: Level(1, operands=2, digits=(1, 2), slip=0.0, echoes=(2, 4)),
-    2: Level(2, operands=2, digits=(2, 3), slip=0.0, echoes=(2, 4)),
-    3: Level(3, operands=3, digits=(2, 3), slip=0.25, echoes=(1, 2)),
-    4: Level(4, operands=3, digits=(3, 4), slip=0.25, echoes=(1, 2)),
+    1: Level(1, operands=2, digits=(2, 3), slip=0.0, echo_weights=(0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15),
+             mid_check=0.25),
+    2: Level(2, operands=2, digits=(3, 4), slip=0.0, echo_weights=(0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15),
+             mid_check=0.25),
+    3: Level(3, operands=3, digits=(2, 3), slip=0.25, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
+             mid_check=0.15),
+    4: Level(4, operands=3, digits=(3, 4), slip=0.25, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
+             mid_check=0.15),
 }
 EASY = tuple(k for k, v in LEVELS.items() if not v.hard)
 HARD = tuple(k for k, v in LEVELS.items() if v.hard)

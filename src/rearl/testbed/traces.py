@@ -1,21 +1,27 @@
-"""R1-style overthinking traces for the toy world, the SFT data of the toy reasoning model.
+"""R1-style overthinking traces for the toy world (v2), the SFT data of the toy reasoning model.
 
-A trace is a completion that follows the prompt ``<eos>Q : {problem} = ?\\n<think>\\n``:
+A trace is a completion that follows the prompt ``<eos>Q : {problem} = ?\n<think>\n``:
 
-1. a first pass, column by column from the right, then "So the sum is e1 d6 ... , and the answer
-   is N ." (one blank-line separated part);
-2. on hard levels a real re-check: the columns again, operands in reverse order, carries included,
-   then either "It matches ..." or "But X does not match Y ..." and the corrected answer. The first
-   pass of a hard level forgets a carry with probability `Level.slip` per column, so this check is
-   what makes the answer right, and it cannot be done by copying the first pass;
-3. redundant re-checks ("echoes") that restate what is already known, each in its own part and
-   each opening with one reflection keyword (wait / but / alternatively / check);
-4. ``\\n</think>\\n\\n\\boxed{N}``.
+1. a first pass, column by column from the right, in paragraphs of a column or two. Each column
+   adds its digits one at a time ("xb3 + yb8 = 11 , + zb6 = 17"), an incoming carry is added with a
+   "but" ("but the carry 1 makes it 18"), and some columns get a quick check of their digit sum
+   ("Wait , let me check : 3 + 8 = 11 , yes ."). Then the answer statement, its own paragraph;
+2. on hard levels, unless the trace skips it (`Level.skip_check`), a real re-check: the columns
+   again, operands in reverse order, carries included, then either "It matches ..." or "But X does
+   not match Y ..." and the corrected answer. The first pass of a hard level forgets a carry with
+   probability `Level.slip` per carried column, so this check is what makes the answer right, and
+   it cannot be done by copying the first pass;
+3. 0-5 redundant re-checks ("echoes") that restate what is already known, each its own paragraph,
+   opening with one reflection keyword (wait / but / alternatively / check / hmm ... but);
+4. ``\n</think>\n\n\boxed{N}``.
+
+Why this shape, measured against real R1-distill traces: docs/testbed.md#the-world.
 
 Text conventions, which the tokenizer relies on to decode exactly: tokens are separated by one
-space, numbers are written without spaces, lines are joined by a bare ``\\n`` and parts by a blank
-line. Every part is long enough (>= 32 tokens) for the docs/method.md#paragraphs paragraph splitter to close it on its
-own, so the answer statement and each re-check land in different paragraphs.
+space, numbers are written without spaces, lines are joined by a bare ``\n`` and parts by a blank
+line. Every part is long enough (>= 32 tokens, `PART_TOKENS`) for the docs/method.md#paragraphs
+paragraph splitter to close it on its own, so columns, the answer statement, the check and each
+echo land in different paragraphs.
 """
 
 from __future__ import annotations
@@ -57,14 +63,35 @@ class Columns:
         return " ".join(PLACES[i] + str(d) for i, d in reversed(list(enumerate(self.digits))))
 
 
-def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float = 0.0,
-                rng: random.Random | None = None) -> Columns:
-    """Column-by-column addition lines, e.g. ``b : xb3 + yb8 + zb6 + 1 = 18 , write 8 carry 1 .``.
+def column_line(col: int, here: Sequence[tuple[str, int]], carry: int) -> tuple[str, int]:
+    """One column, its digits added one at a time, then the carry in:
+    ``Now column b : xb3 + yb8 = 11 , + zb6 = 17 , but the carry 1 makes it 18 .\nI write 8 in b and
+    carry 1 to c .``; returns the text and the column's total."""
+    place = PLACES[col]
+    (t0, d0), rest = here[0], here[1:]
+    total = d0
+    said = f"{t0}{place}{d0}"
+    for k, (tag, d) in enumerate(rest):
+        total += d
+        said += f" {', + ' if k else '+ '}{tag}{place}{d} = {total}"
+    if not rest:
+        said += f" = {total}"
+    if carry:
+        total += carry
+        said += f" , but the carry {carry} makes it {total}"
+    return f"Now column {place} : {said} .\nI write {total % 10} in {place} and carry {total // 10} to {PLACES[col + 1]} .", total
 
-    Each operand digit is written with its tag, as in the question, and the carry in is the last,
-    untagged term. With `slip` > 0 each column that has a carry in forgets it with that
-    probability (the sum is then of the digits alone): a realistic first-pass error whose result
-    is always wrong by carry * 10^column.
+
+def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float = 0.0,
+                rng: random.Random | None = None, mid_check: float = 0.0) -> Columns:
+    """Column-by-column addition lines (`column_line`), ones first.
+
+    Each operand digit is written with its tag, as in the question. With `slip` > 0 each column
+    that has a carry in forgets it with that probability (the line then reads as if there were no
+    carry): a realistic first-pass error whose result is always wrong by carry * 10^column. With
+    `mid_check` > 0 a column is followed by a quick check of its digit sum with that probability
+    (reflection words inside the reasoning: it checks the addition, never the carry, so it cannot
+    catch a slip).
     """
     tagged = [(OPERANDS[k], str(x)) for k, x in enumerate(operands)]
     if reverse:
@@ -77,22 +104,43 @@ def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float =
         forgot = carry > 0 and slip > 0 and rng is not None and rng.random() < slip
         if forgot:
             slipped.append(col)
-        terms = [f"{tag}{PLACES[col]}{d}" for tag, d in here]
-        total = sum(d for _, d in here)
-        if carry and not forgot:
-            terms.append(str(carry))
-            total += carry
-        lines.append(f"{PLACES[col]} : {' + '.join(terms)} = {total} , write {total % 10} carry {total // 10} .")
+        line, total = column_line(col, here, 0 if forgot else carry)
+        if mid_check > 0 and rng is not None and len(here) > 1 and rng.random() < mid_check:
+            plain = sum(d for _, d in here)
+            line += f"\nWait , let me check : {' + '.join(str(d) for _, d in here)} = {plain} , yes ."
+        lines.append(line)
         digits.append(total % 10)
         carry = total // 10
         carries.append(carry)
     col = width
     while carry:  # the leading column holds only the carry
-        lines.append(f"{PLACES[col]} : {carry} = {carry} , write {carry % 10} carry {carry // 10} .")
+        lines.append(f"Column {PLACES[col]} holds only the carry {carry} , so I write {carry} in {PLACES[col]} .")
         digits.append(carry % 10)
         carry //= 10
         col += 1
     return Columns(lines, digits, carries, slipped)
+
+
+PART_TOKENS = 32  # the paragraph splitter's minimum (docs/method.md#paragraphs)
+
+
+def n_tokens(text: str) -> int:
+    """The toy tokenizer's token count for generator text: one per word, digit and closing brace."""
+    return text.count("\n") + sum(len(re.findall(r"\d|\}|[^\d}]+", w)) for w in text.split())
+
+
+def in_parts(lines: Sequence[str], head: str = "") -> list[str]:
+    """Lines grouped into blank-line separated parts of >= `PART_TOKENS` tokens each (a short tail
+    joins the part before it), `head` opening the first one."""
+    parts: list[list[str]] = [[head]] if head else [[]]
+    for line in lines:
+        if n_tokens("\n".join(parts[-1])) >= PART_TOKENS:
+            parts.append([])
+        parts[-1].append(line)
+    if len(parts) > 1 and n_tokens("\n".join(parts[-1])) < PART_TOKENS:
+        tail = parts.pop()
+        parts[-1] += tail
+    return ["\n".join(p) for p in parts]
 
 
 # -- redundant re-checks: each restates known facts; one reflection keyword, on its first line -----
@@ -120,7 +168,23 @@ def _echo_left(c: Columns, ops: Sequence[int], ans: int) -> str:
             f"Reading it back in order , the answer is {ans} .")
 
 
-ECHOES = (_echo_read, _echo_carries, _echo_order, _echo_left)
+def _echo_digits(c: Columns, ops: Sequence[int], ans: int) -> str:
+    return (f"Hmm , but does the answer have the right number of digits ? It has {len(c.digits)} , one for each "
+            f"column from {PLACES[len(c.digits) - 1]} down to a .\nSo nothing is missing , and the answer is {ans} .")
+
+
+def _echo_copy(c: Columns, ops: Sequence[int], ans: int) -> str:
+    return (f"Wait , did I copy the numbers right ? They are {' and '.join(map(str, ops))} , as in the question .\n"
+            f"I used the same digits , so the answer is {ans} .")
+
+
+def _echo_last(c: Columns, ops: Sequence[int], ans: int) -> str:
+    ones = " + ".join(str(x % 10) for x in ops)
+    return (f"Let me check the last digit : {ones} ends in {c.digits[0]} , and the answer ends in {c.digits[0]} too .\n"
+            f"The last digit agrees , so the answer is {ans} .")
+
+
+ECHOES = (_echo_read, _echo_carries, _echo_order, _echo_left, _echo_digits, _echo_copy, _echo_last)
 
 
 @dataclass
@@ -128,41 +192,50 @@ class Trace:
     task: Task
     text: str  # the completion: everything after the prompt, ending with the box
     first_answer: int  # what the first pass stated
-    checked: bool  # a real re-check follows the first pass (hard levels)
-    slipped: bool  # the first pass forgot a carry (then the check corrects it)
+    checked: bool  # a real re-check follows the first pass (hard levels, unless skipped)
+    slipped: bool  # the first pass forgot a carry (then only the check corrects it)
     n_echoes: int
+    parts: int = 0  # blank-line separated parts of the thinking (each one paragraph)
 
     @property
     def document(self) -> str:
         """Prompt + completion + EOS: one SFT document."""
         return prompt_text(self.task.problem) + self.text + EOS
 
+    @property
+    def correct(self) -> bool:
+        return self.text.endswith(f"\\boxed{{{self.task.answer}}}")
+
+
+def statement(c: Columns) -> str:
+    return (f"All the columns are added now , and no carry is left over .\n"
+            f"So the sum is {c.hinted} , and the answer is {c.value} .")
+
 
 def make_trace(task: Task, rng: random.Random) -> Trace:
     lv = LEVELS[task.level]
     ops = task.operands
     gold = int(task.answer)
-    first = add_columns(ops, slip=lv.slip, rng=rng)
-    parts = ["Let me add the columns from the right .\n" + "\n".join(first.lines)
-             + f"\nSo the sum is {first.hinted} , and the answer is {first.value} ."]
+    first = add_columns(ops, slip=lv.slip, rng=rng, mid_check=lv.mid_check)
+    parts = in_parts(first.lines, "Let me add the columns from the right .") + [statement(first)]
     final = first
-    if lv.hard:
+    checked = lv.hard and rng.random() >= lv.skip_check
+    if checked:
         check = add_columns(ops, reverse=True)
-        body = ("Wait , let me check it again , adding from the bottom number up .\n" + "\n".join(check.lines)
-                + f"\nThis gives {check.hinted} , that is {check.value} .")
+        verdict = f"This gives {check.hinted} , that is {check.value} ."
         if check.value == first.value:
-            body += f"\nIt matches the first result , so the answer is {check.value} ."
+            verdict += f"\nIt matches the first result , so the answer is {check.value} ."
         else:
-            body += (f"\nBut {check.value} does not match {first.value} , so the first pass was wrong ."
-                     f"\nThe correct answer is {check.value} .")
-        parts.append(body)
+            verdict += (f"\nBut {check.value} does not match {first.value} , so the first pass was wrong ."
+                        f"\nThe correct answer is {check.value} .")
+        parts += in_parts(check.lines, "Wait , let me check it again , adding from the bottom number up .") + [verdict]
         final = check
-    assert final.value == gold, (task, final.value)
-    n_echo = rng.randint(*lv.echoes)
+    n_echo = rng.choices(range(len(lv.echo_weights)), lv.echo_weights)[0]
     for echo in rng.sample(ECHOES, n_echo):
-        parts.append(echo(final, ops, gold))
-    text = "\n\n".join(parts) + f"{THINK_CLOSE}\\boxed{{{gold}}}"
-    return Trace(task, text, first.value, lv.hard, bool(first.slipped), n_echo)
+        parts.append(echo(final, ops, final.value))
+    text = "\n\n".join(parts) + f"{THINK_CLOSE}\\boxed{{{final.value}}}"
+    assert checked or final.value == gold or first.slipped, (task, final.value)
+    return Trace(task, text, first.value, checked, bool(first.slipped), n_echo, len(parts))
 
 
 def make_traces(tasks: Sequence[Task], seed: int = 0) -> list[Trace]:
