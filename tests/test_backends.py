@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rearl.backends.hf import HFPolicy, HFReflectionScorer
-from rearl.backends.server import OpenAIReflectionScorer, ServerError, post_json
+from rearl.backends.server import OpenAIReflectionScorer, ServerError, ServerUnreachable, post_json
 from rearl.reflector.prompt import build_prompt, build_skeleton
 
 PARAS = ["We set up the equation carefully.", "Then x = 3.", "So the answer is 3."]
@@ -146,3 +146,21 @@ def test_unreachable_server_fails_fast():
     with pytest.raises(ServerError):
         post_json("http://127.0.0.1:9/v1/completions", {}, timeout=1, retries=1, backoff=0.1)
     assert time.monotonic() - t0 < 5
+
+
+def test_unanswered_server_fails_the_rest_of_the_batch_at_once(server):
+    """A hung server costs one trace's timeouts per `score` call, not one per trace (the trainer's step waits on it)."""
+    url, tok = server
+    _Handler.script = ["hang"] * 10
+    sc = OpenAIReflectionScorer(url, tokenizer=tok, model="reflector", timeout=0.5, retries=1, concurrency=1)
+    t0 = time.monotonic()
+    outs = sc.score(["Q1", "Q2", "Q3"], [PARAS] * 3, "generate")
+    assert time.monotonic() - t0 < 2.5  # 2 tries x 0.5 s + 0.5 s back-off for the first trace only
+    assert _Handler.calls == 2
+    assert outs[0].error.startswith("ServerUnreachable") and "timed out" in outs[0].error
+    assert all(o.p_result is None and o.error.startswith("not sent") for o in outs[1:])
+    with pytest.raises(ServerUnreachable):
+        post_json("http://127.0.0.1:9/v1/completions", {}, timeout=1, retries=0)
+    _Handler.script = ["500"] * 2  # an error reply is an answer: each trace is still tried
+    outs = sc.score(["Q1", "Q2"], [PARAS] * 2, "generate")
+    assert outs[0].error and "HTTP 500" in outs[0].error and outs[1].error is None

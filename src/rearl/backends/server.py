@@ -3,7 +3,9 @@
 
 Requests have a timeout and bounded retries with back-off; a request that still fails is reported
 per trace, never retried forever (the authors' released client loops forever on a non-200 reply,
-see docs/method.md#where-we-differ-from-the-authors-code)."""
+see docs/method.md#where-we-differ-from-the-authors-code). When the server does not answer at all
+(refused, reset, timed out after every retry), the traces of the same `score` call not yet sent fail
+at once instead of each waiting out its own timeouts (docs/training.md#a-served-reflection-model)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class ServerError(RuntimeError):
     pass
 
 
+class ServerUnreachable(ServerError):
+    """No reply at all after every retry (connection refused or reset, timeout): the server is down or hung."""
+
+
 def post_json(url: str, payload: dict[str, Any], timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
               api_key: str | None = None) -> dict[str, Any]:
     """POST with a timeout and at most `retries` retries (exponential back-off) on errors and 5xx.
@@ -40,7 +46,7 @@ def post_json(url: str, payload: dict[str, Any], timeout: float = 60.0, retries:
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    last = ""
+    last, silent = "", False
     for attempt in range(retries + 1):
         req = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
@@ -48,14 +54,15 @@ def post_json(url: str, payload: dict[str, Any], timeout: float = 60.0, retries:
                 return json.loads(r.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             body = e.read().decode("utf-8", "replace")[:300]
-            last = f"HTTP {e.code} from {url}: {body}"
+            last, silent = f"HTTP {e.code} from {url}: {body}", False
             if 400 <= e.code < 500 and e.code not in (408, 429):
                 break
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as e:
             last = f"{type(e).__name__} from {url}: {getattr(e, 'reason', e)}"
+            silent = not isinstance(e, ValueError)  # a reply that is not JSON is still a reply
         if attempt < retries:
             time.sleep(backoff * (2 ** attempt))
-    raise ServerError(last)
+    raise (ServerUnreachable if silent else ServerError)(last)
 
 
 def _server_model(base_url: str, timeout: float) -> str:
@@ -64,8 +71,10 @@ def _server_model(base_url: str, timeout: float) -> str:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             data = json.loads(r.read().decode("utf-8"))
         return str(data["data"][0]["id"])
-    except Exception as e:  # noqa: BLE001
+    except (urllib.error.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
         raise ServerError(f"cannot list models at {base_url}/v1/models: {e}") from None
+    except Exception as e:  # noqa: BLE001 - refused, reset, timed out
+        raise ServerUnreachable(f"cannot list models at {base_url}/v1/models: {e}") from None
 
 
 def _top_logprobs(entry: Any) -> list[tuple[str, float]]:
@@ -131,11 +140,15 @@ class OpenAIReflectionScorer:
                 return key
         return key
 
-    def _score_one(self, problem: str, paragraphs: Sequence[str], mode: str) -> ScoreOutcome:
+    def _score_one(self, problem: str, paragraphs: Sequence[str], mode: str, down: list[str] | None = None) -> ScoreOutcome:
+        """One trace's outcome. `down` is shared by the traces of one `score` call: the first trace that finds
+        the server unreachable records why, and the traces that start after it fail without a request."""
         t0 = time.perf_counter()
         n = len(paragraphs)
         if n == 0:
             return ScoreOutcome([], 0)
+        if down:
+            return ScoreOutcome(None, n, error=f"not sent, the server did not answer an earlier trace: {down[0]}")
         try:
             prompt = build_prompt(self.tokenizer, problem, paragraphs, self.max_context)
             if mode == "generate":
@@ -156,6 +169,8 @@ class OpenAIReflectionScorer:
                 p = self._forward_echo(sk)
             return ScoreOutcome(p, n, prompt.n_shown, seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - per trace, the run goes on
+            if isinstance(e, ServerUnreachable) and down is not None:
+                down.append(str(e))
             return ScoreOutcome(None, n, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
 
     def _forward_prompt_logprobs(self, sk: Any) -> list[float] | None:
@@ -223,8 +238,9 @@ class OpenAIReflectionScorer:
     def score(self, problems: Sequence[str], paragraphs: Sequence[Sequence[str]], mode: str = "generate") -> list[ScoreOutcome]:
         if mode not in SCORING_MODES:
             raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
+        down: list[str] = []
         with ThreadPoolExecutor(max_workers=self.concurrency) as ex:
-            return list(ex.map(lambda a: self._score_one(a[0], a[1], mode), zip(problems, paragraphs)))
+            return list(ex.map(lambda a: self._score_one(a[0], a[1], mode, down), zip(problems, paragraphs)))
 
 
 class OpenAIPolicy:

@@ -102,7 +102,10 @@ class VLLMServer:
         self.model = str(resolve_model(model))
         self.venv = Path(venv) if venv else default_venv()
         self.host, self.port = host, port or free_port()
-        self.dtype, self.max_model_len, self.kv_cache_gb = dtype, max_model_len, kv_cache_gb
+        if float(kv_cache_gb) != int(kv_cache_gb) or int(kv_cache_gb) < 1:
+            # VLLM_CPU_KVCACHE_SPACE is whole GiB: vLLM fails at start-up, minutes later, on "0.5"
+            raise ValueError(f"kv_cache_gb must be a whole number of GiB >= 1, got {kv_cache_gb}")
+        self.dtype, self.max_model_len, self.kv_cache_gb = dtype, max_model_len, int(kv_cache_gb)
         self.cpus = cpu_list(cpus)
         self.enforce_eager, self.max_logprobs = enforce_eager, max_logprobs
         self.served_model_name, self.startup_timeout = served_model_name, startup_timeout

@@ -35,6 +35,11 @@ class REARLConfig(GRPOConfig):
         "help": "Reflection model: a path, 'default' (the embedded model), an OpenAI-compatible server URL, or "
                 "'oracle' (the gold-answer detector, a free teacher)."})
     reflection_tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer of a served reflection model."})
+    reflection_timeout: float = field(default=120.0, metadata={
+        "help": "Served reflection model: seconds per request before it counts as failed."})
+    reflection_retries: int = field(default=3, metadata={
+        "help": "Served reflection model: retries of a failed request (back-off 0.5 s, doubling) before the "
+                "sample's revision fails (`revision/failures`); the step goes on."})
     reflection_window_tokens: int | None = field(default=None, metadata={
         "help": "Score the trace in windows of paragraphs within this many policy tokens (None: as the reflection "
                 "model was trained, from its rearl_reflector.json; 0: the whole trace)."})

@@ -113,7 +113,8 @@ class REARLTrainer(GRPOTrainer):
             from rearl.backends import reflection_scorer as make_scorer
 
             device = "cpu" if self.accelerator.device.type == "cpu" else str(self.accelerator.device)
-            self.reflection_scorer = make_scorer(args.reflection_model, tokenizer=args.reflection_tokenizer, device=device)
+            self.reflection_scorer = make_scorer(args.reflection_model, tokenizer=args.reflection_tokenizer, device=device,
+                                                 timeout=args.reflection_timeout, retries=args.reflection_retries)
             from rearl.reflector.window import windowed
 
             # a window-trained reflection model scores as it was trained (paragraphs within its token budget)
