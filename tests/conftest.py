@@ -51,3 +51,10 @@ def tiny_model_dir(tmp_path_factory, r1_tok):
     model.save_pretrained(d)
     r1_tok.save_pretrained(d)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def quick_toy_cache(tmp_path_factory):
+    """One cache directory for the quick toy LRM: the quick build (~4 min on one thread) is trained once
+    per test session and shared by the tests that need it (its cache key is its configuration)."""
+    return tmp_path_factory.mktemp("quick-toy-cache")

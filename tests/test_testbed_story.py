@@ -113,12 +113,12 @@ def test_probe_gate_stops_a_model_that_did_not_learn():
 
 
 @pytest.mark.slow
-def test_quick_story_end_to_end_and_resume(tmp_path):
+def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache):
     """`rearl testbed run --quick`: every stage with the real code paths, then a rerun that skips them all."""
     from rearl.cli import main
 
     out = tmp_path / "tb"
-    cache = tmp_path / "cache"
+    cache = quick_toy_cache
     args = ["testbed", "run", "--quick", "--out", str(out), "--toy-cache-dir", str(cache), "--no-progress",
             "--threads", "1"]
     assert main(args) == 0

@@ -373,11 +373,11 @@ def test_config_key_names_the_cache_entry():
 
 
 @pytest.mark.slow
-def test_quick_build_learns_the_format(tmp_path):
-    """The real quick mode (~1-2 min): the model writes think tags, re-checks and a box."""
+def test_quick_build_learns_the_format(quick_toy_cache):
+    """The real quick mode (a few minutes): the model writes think tags, re-checks and a box."""
     from rearl.testbed.stats import sample_records, summarize
 
-    p = M.build_toy_lrm(tmp_path, quick=True, progress=False)
+    p = M.build_toy_lrm(quick_toy_cache, quick=True, progress=False)
     recs = sample_records(p, T.make_tasks(8, seed=99), temperature=0.0, max_new_tokens=640, batch_size=8,
                           progress=False)
     table = summarize(recs)
