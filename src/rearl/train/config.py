@@ -63,6 +63,11 @@ class REARLConfig(GRPOConfig):
     revise_without_result: str = field(default="cap", metadata={
         "help": "When the reflection model flags no Result paragraph: 'cap' (the authors' code: cut at the cap, "
                 "~5% from the end) or 'skip' (no revision; the row is handled as a failed revision)."})
+    # -- generation --
+    vllm_engine_kwargs: dict[str, Any] | None = field(default=None, metadata={
+        "help": "vLLM colocate mode: extra `vllm.LLM` arguments (e.g. {enable_prefix_caching: true, "
+                "enforce_eager: true}) on top of TRL's. On CPU the policy's dtype is added unless given "
+                "(docs/training.md#vllm-colocate-on-cpu)."})
     # -- rewards --
     accuracy_mode: str = field(default="answer_part", metadata={
         "help": "'answer_part' (the last box after </think>, the paper), 'last_boxed_anywhere' (authors' code) or "

@@ -8,7 +8,9 @@
   which TRL's nan-aware group statistics exclude and give zero advantage.
 
 Generation: in-process with the trainer's model (CPU, tests, testbed) or, with `use_vllm`, through
-TRL's vLLM engine (server or colocate) — the latter is thin and cannot be exercised without a GPU.
+TRL's vLLM engine (server or colocate). Colocate mode also runs on CPU with vLLM's CPU build in the
+trainer's venv (`make vllm-colocate`): there `rearl.train.vllm_sync` builds the engine in the policy's
+dtype and replaces TRL's weight sync, which fails on CPU (tests/test_vllm_colocate.py).
 
 Several processes (docs/training.md#several-processes): each rank rolls out its own whole groups;
 rewards, dropped-row flags and group policies work on the rows gathered in rank order; the rollout
@@ -76,6 +78,22 @@ def _prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
+def _colocate_engine_kwargs(args: REARLConfig, model: Any) -> dict[str, Any]:
+    """Extra `vllm.LLM` arguments for TRL's colocate engine: the config's `vllm_engine_kwargs`, and on CPU
+    the policy's dtype (vLLM's "auto" would run a float32 policy in bfloat16 there)."""
+    if not args.use_vllm or args.vllm_mode != "colocate":
+        return {}
+    extra = dict(args.vllm_engine_kwargs or {})
+    on_cpu = args.use_cpu or not torch.cuda.is_available()
+    if on_cpu:
+        from rearl.train.vllm_sync import cpu_env_defaults
+
+        cpu_env_defaults()  # KV cache size and cores, unless set
+        if isinstance(model, torch.nn.Module):
+            extra.setdefault("dtype", str(next(model.parameters()).dtype).removeprefix("torch."))
+    return extra
+
+
 class _RolloutPolicy:
     """The trainer's own sampler behind `rearl.core.revision`'s Policy interface."""
 
@@ -106,8 +124,12 @@ class REARLTrainer(GRPOTrainer):
             for row in train_dataset:
                 self._gold.setdefault(_prompt_key(row["prompt"]), (str(row.get("problem", "")), read_gold(row)))
             kwargs["rollout_func"] = lambda prompts, trainer: trainer._rea_rollout(prompts)
-        super().__init__(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=train_dataset,
-                         processing_class=processing_class, **kwargs)
+        from rearl.train import vllm_sync
+
+        with vllm_sync.engine_kwargs(_colocate_engine_kwargs(args, model)):
+            super().__init__(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=train_dataset,
+                             processing_class=processing_class, **kwargs)
+        self.vllm_weight_sync = vllm_sync.install(self)  # colocate on CPU: TRL's sync replaced; else None
         self.reflection_scorer = reflection_scorer
         if args.revision and args.reflection_model != "oracle" and reflection_scorer is None:
             from rearl.backends import reflection_scorer as make_scorer
