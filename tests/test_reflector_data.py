@@ -12,6 +12,7 @@ from rearl.reflector.labels import (
     group_paragraphs,
     judge_label,
     label_file,
+    oracle_check,
     parse_check_reply,
     parse_coarse_reply,
     read_labels,
@@ -184,7 +185,8 @@ def test_oracle_labels_on_real_traces(tmp_path, shared, r1_tok, pool):
     for r, t in zip(recs, load_traces(src, limit=3)):
         seg = segment(r1_tok, text=t.response, tags=ThinkTags.from_tokenizer(r1_tok))
         ok = correct_mentions(answer_mentions(seg.text, seg.split.think_start, seg.split.think_end), t.answer, pool)
-        assert r["result_paragraphs"] == oracle_detect(seg, t.answer, mentions_ok=ok).result_paragraphs
+        cands = oracle_detect(seg, t.answer, mentions_ok=ok).result_paragraphs
+        assert r["candidates"] == cands and r["result_paragraphs"] == oracle_check(r["paragraphs"], cands, t.answer, pool)
         assert r["n_paragraphs"] == len(seg.paragraphs) and r["paragraphs"] == [p.text for p in seg.paragraphs]
         assert sum(e["n_result"] for e in r["examples"]) == len(r["result_paragraphs"])
     assert s["result_paragraphs"] > 0
@@ -319,3 +321,34 @@ def test_cli_label_and_split(tmp_path, shared):
     assert not {r["problem"] for r in train} & {r["problem"] for r in held}
     assert main(["reflector", "label", "--input", str(labels), "--tokenizer", "x", "--teacher", "judge",
                  "--out", str(tmp_path / "j.jsonl")]) == 2  # a judge needs --judge-url: a clean error, not a crash
+
+
+def test_oracle_check_rereads_each_candidate_alone(pool):
+    paras = ["Now column a : 5 + 4 = 9 .", "So the sum is c1 b3 a9 , and the answer is 1309 .",
+             "This gives 1309 .\nBut 1309 does not match 1399 , so the first pass was wrong .\nThe correct answer is 1308 .",
+             "Reading it back in order , the answer is 1309 .", "Hmm , 1309 is what I wrote , and \\boxed{1309} it is ."]
+    # a right number on the way to a wrong conclusion is not a Result; a plain restatement is
+    assert oracle_check(paras, [1, 2, 3, 4], "1309", pool) == [1, 3, 4]
+    # a non-numeric "answer is ..." (real traces: "the answer should be all integers in one box") decides nothing
+    assert oracle_check(["\\boxed{-2, 1} . So the answer should be all integers inside one box ."], [0], "1,-2", pool) == [0]
+
+
+def test_first_result_only(tmp_path, pool):
+    from rearl.testbed.tasks import make_tasks
+    from rearl.testbed.traces import make_traces
+
+    tasks = make_tasks(6, (1,), seed=3)
+    src = tmp_path / "t.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "problem": t.problem, "answer": t.answer, "response": tr.text}) + "\n"
+                           for i, (t, tr) in enumerate(zip(tasks, make_traces(tasks, seed=1)))))
+    every, first = tmp_path / "every.jsonl", tmp_path / "first.jsonl"
+    from rearl.testbed.toy_model import train_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    train_tokenizer([tr.text for tr in make_traces(tasks, seed=1)]).save_pretrained(tok_dir)
+    label_file(LabelConfig(inputs=[str(src)], out=str(every), tokenizer=str(tok_dir)), progress=False)
+    label_file(LabelConfig(inputs=[str(src)], out=str(first), tokenizer=str(tok_dir), results="first"), progress=False)
+    e, f = read_labels(str(every)), read_labels(str(first))
+    assert sum(len(r["result_paragraphs"]) for r in e) > len(e)  # easy traces restate their answer
+    for a, b in zip(e, f):
+        assert b["result_paragraphs"] == a["result_paragraphs"][:1] and b["results"] == "first"

@@ -1,6 +1,7 @@
 """REARLTrainer on a tiny model: scripted rollouts pin group assembly, policies and advantages
 against TRL's own computation; short real runs cover every CPU recipe and resume."""
 
+import json
 import math
 import os
 
@@ -213,3 +214,55 @@ def test_resume_from_checkpoint(tiny_model_dir, tmp_path, shared):
     state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps == [1, 2, 3]  # steps 1-2 come from the first run; only step 3 was trained now
+
+
+def test_flaky_reflection_model_fails_only_its_samples(tiny_model_dir, tmp_path, shared):
+    """Real training steps with a real reflection model (the tiny model, scored in process) that fails on
+    purpose for half of the samples, in turn by a malformed reply, too few labels and, on one whole call, by
+    raising: exactly those revisions fail (`revision/failures`), the others are made, training goes on."""
+    from rearl.backends import reflection_scorer
+    from rearl.reflector.prompt import ScoreOutcome
+    from rearl.train.run import train
+
+    class Flaky:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def score(self, problems, paragraphs, mode):
+            k = len(self.calls)
+            if k == 1:
+                self.calls.append([(True, len(ps)) for ps in paragraphs])
+                raise RuntimeError("reflection model crashed on purpose")
+            real = self.inner.score(problems, paragraphs, mode)
+            out, rec = [], []
+            for i, (ps, r) in enumerate(zip(paragraphs, real)):
+                fail = i % 2 == 1 and len(ps) > 0
+                if fail and (i // 2 + k) % 2:
+                    r = ScoreOutcome(None, len(ps), r.n_shown, reply="[1]. Maybe", error="malformed reply: no label lines")
+                elif fail:
+                    r = ScoreOutcome(r.p_result[: r.n_shown - 1], len(ps), r.n_shown)  # the last label missing
+                out.append(r)
+                rec.append((fail, len(ps)))
+            self.calls.append(rec)
+            return out
+
+    m, d, c = load_config("recipes/cpu/rea_rl.yaml", [
+        f"model_name_or_path={tiny_model_dir}", f"reflection_model={tiny_model_dir}", f"output_dir={tmp_path}",
+        f"train_files=[{shared}/data/train/deepscaler_train_math.jsonl]", "max_train_samples=8",
+        "max_completion_length=32", "revision_max_tokens=8", "max_steps=3", "logging_steps=1",
+        "per_device_train_batch_size=8", "num_generations=4", "reflection_mode=forward", "save_strategy=steps",
+        "save_steps=3"])
+    scorer = Flaky(reflection_scorer(tiny_model_dir))
+    last = train(m, d, c, reflection_scorer=scorer)
+    assert last["step"] == 3
+    state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
+    logs = [h for h in state["log_history"] if "revision/failures" in h]
+    assert len(scorer.calls) == 3 and len(logs) == 3
+    for call, h in zip(scorer.calls, logs):
+        expected = sum(1 for failed, n in call if failed or n == 0)  # a sample with no paragraph cannot be cut
+        assert h["revision/failures"] == expected, (call, h)
+        assert math.isfinite(h["loss"])
+    assert logs[1]["revision/failures"] == len(scorer.calls[1])  # the crash: the whole step's samples
+    for call, h in ((scorer.calls[0], logs[0]), (scorer.calls[2], logs[2])):
+        assert 0 < sum(f for f, _ in call) < len(call)  # half failed on purpose...
+        assert h["revision/accept_rate"] >= 0 and h["revision/failures"] < len(call)  # ...the rest were revised

@@ -77,6 +77,22 @@ def answer_mentions(text: str, start: int = 0, end: int | None = None) -> list[M
     return [Mention(p, a) for p, a in sorted(found)]
 
 
+def stated_answers(text: str) -> list[Mention]:
+    """The explicit answer statements of a text (a box, "the answer is ..."), in order: what a paragraph
+    concludes, unlike the equalities and numbers `answer_mentions` also collects."""
+    found: dict[tuple[int, str], None] = {}
+    for pos, content in _box_contents(text):
+        if _clean(content):
+            found[(pos, _clean(content))] = None
+    for m in _ANSWER_IS.finditer(text):
+        tail = re.split(r"(?<=[^\d])\.(?:\s|$)|\.$", m.group(1))[0]
+        box = _box_contents(tail)
+        ans = _clean(box[-1][1] if box else tail)
+        if ans and len(ans) <= 80:
+            found[(m.start(), ans)] = None
+    return [Mention(p, a) for p, a in sorted(found)]
+
+
 def correct_mentions(mentions: Sequence[Mention], gold: str, pool: VerifierPool | None = None) -> list[Mention]:
     """The mentions equivalent to `gold` (integers and exact matches decided here, the rest in the pool)."""
     pool = pool or default_pool()

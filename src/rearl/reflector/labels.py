@@ -41,6 +41,7 @@ from rearl.options import option
 from rearl.reflector.prompt import RESULT, THINK, target_text, user_message
 
 TEACHERS = ("oracle", "judge")
+RESULT_RULES = ("every", "first")
 
 # -- grouping paragraphs into chunks / windows --------------------------------------------------------
 
@@ -288,6 +289,27 @@ def sft_examples(problem: str, paragraphs: Sequence[str], result_paragraphs: Seq
     return [sft_example(problem, paragraphs[a:b], result, a) for a, b in group_paragraphs(n_tokens, window_tokens)]
 
 
+def oracle_check(paragraphs: Sequence[str], candidates: Sequence[int], gold: str, pool: Any = None) -> list[int]:
+    """The oracle's second step (docs/reflection-model.md#labels): every candidate re-read alone. A
+    paragraph whose last explicit answer statement (a box, "the answer is N") is a number the verifier
+    rejects concludes a wrong answer, whatever right number it mentioned on the way ("1309 does not
+    match 1399 , so the first pass was wrong . The correct answer is 1308 ."): not a Result. The
+    others keep the first step's verdict (the paper's judge, asked whether the correct answer has been
+    given by the end of the excerpt, would say yes)."""
+    from rearl.core.detectors import correct_mentions, stated_answers
+
+    keep = []
+    for i in candidates:
+        stated = [m for m in stated_answers(paragraphs[i]) if _NUMBERLIKE.match(m.answer)]
+        if stated and not correct_mentions(stated[-1:], gold, pool):
+            continue
+        keep.append(i)
+    return keep
+
+
+_NUMBERLIKE = re.compile(r"^[-+\d.,/\s()]*\d[-+\d.,/\s()]*$")
+
+
 # -- labelling a trace file -------------------------------------------------------------------------
 @dataclass
 class LabelConfig:
@@ -314,6 +336,10 @@ class LabelConfig:
     response_field: str | None = option(
         None, "response field (auto: response, completion, output, generated_responses, solution, thinking)")
     limit: int | None = option(None, "only the first N traces of each file")
+    results: str = option("every", "which accepted paragraphs are labelled Result: every one (the paper's targets) "
+                          "or the first only", choices=RESULT_RULES)
+    oracle_check: bool = option(True, "oracle: skip the second step (re-reading each candidate paragraph alone)",
+                                flag="--no-oracle-check")
 
 
 def trace_key(input_path: str, trace_id: str) -> str:
@@ -392,7 +418,9 @@ def label_file(cfg: LabelConfig, progress: bool = True, judge: Any = None) -> di
             }
             if cfg.teacher == "oracle":
                 ok = correct_mentions(answer_mentions(seg.text, seg.split.think_start, seg.split.think_end), t.answer, pool)
-                rec["result_paragraphs"] = oracle_detect(seg, t.answer, mentions_ok=ok).result_paragraphs if paras else []
+                cands = oracle_detect(seg, t.answer, mentions_ok=ok).result_paragraphs if paras else []
+                rec["candidates"] = cands
+                rec["result_paragraphs"] = oracle_check(paras, cands, t.answer, pool) if cfg.oracle_check else cands
             else:
                 try:
                     jo = judge_label(judge, t.problem, paras, counts, t.answer if cfg.use_gold else None,
@@ -405,6 +433,9 @@ def label_file(cfg: LabelConfig, progress: bool = True, judge: Any = None) -> di
                 rec.update(result_paragraphs=jo.result_paragraphs, candidates=jo.candidates,
                            coarse_labels=jo.coarse, chunks=jo.chunks, malformed_chunks=jo.malformed_chunks,
                            malformed_checks=jo.malformed_checks, notes=jo.notes[:20])
+            if cfg.results == "first":
+                rec["result_paragraphs"] = rec["result_paragraphs"][:1]
+            rec["results"] = cfg.results
             rec["examples"] = sft_examples(t.problem, paras, rec["result_paragraphs"], counts, cfg.window_tokens)
             rec["window_tokens"] = cfg.window_tokens
             rec["seconds"] = round(time.perf_counter() - t0, 3)

@@ -15,7 +15,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate, beta=a.beta,
         loss_type=a.loss_type, temperature=a.temperature, eval_temperature=a.eval_temperature, prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_tokens=a.max_tokens,
         probe_min_accuracy=a.probe_min_accuracy,
-        reflection_model=a.reflection_model, eval_per_level=a.eval_per_level, threads=a.threads, jobs=a.jobs,
+        reflection_model=a.reflection_model, reflector_toy_steps=a.reflector_toy_steps, eval_per_level=a.eval_per_level, threads=a.threads, jobs=a.jobs,
         toy_sft_tokens=a.toy_sft_tokens, toy_budget_minutes=a.toy_budget_minutes, toy_cache_dir=a.toy_cache_dir,
         train_reflector=False if a.no_reflector else (True if a.reflector else None),
     ).items() if v is not None}
@@ -67,8 +67,8 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--out", default=None, help="run directory (default runs/testbed; a rerun resumes)")
     r.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
     r.add_argument("--methods", default=None,
-                   help="comma-separated from grpo, grpo_len, rea_rl, rea_rl_no_reflection_model, "
-                        "rea_rl_no_reflection_reward, or 'all' (default: grpo,grpo_len,rea_rl)")
+                   help="comma-separated from grpo, grpo_len, rea_rl, rea_rl_oracle, rea_rl_no_reflection_model, "
+                        "rea_rl_no_reflection_reward, rea_rl_strong, or 'all' (default: grpo,grpo_len,rea_rl,rea_rl_oracle)")
     r.add_argument("--steps", type=int, default=None, help="RL steps per method")
     r.add_argument("--learning-rate", type=float, default=None)
     r.add_argument("--temperature", type=float, default=None, help="sampling temperature of training")
@@ -80,11 +80,13 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--max-tokens", type=int, default=None, help="generation budget (training and evaluation)")
     r.add_argument("--probe-min-accuracy", type=float, default=None,
                    help="stop unless the toy LRM's greedy probe reaches this accuracy (%%) on every level (default 30)")
-    r.add_argument("--reflection-model", choices=["oracle", "trained"], default=None,
-                   help="REA-RL's reflection model: the oracle (default) or the SmolLM2 reflector trained here")
+    r.add_argument("--reflection-model", choices=["toy", "oracle", "smollm2"], default=None,
+                   help="REA-RL's reflection model: the toy LRM fine-tuned as a reflector here (default), the oracle, "
+                        "or the SmolLM2 reflector trained here (slow on CPU)")
+    r.add_argument("--reflector-toy-steps", type=int, default=None, help="fine-tuning steps of the toy reflector")
     r.add_argument("--reflector", action="store_true",
                    help="also train the SmolLM2 reflection model and report it against the oracle (default: quick only)")
-    r.add_argument("--no-reflector", action="store_true", help="skip training the reflection model")
+    r.add_argument("--no-reflector", action="store_true", help="skip training the SmolLM2 reflection model")
     r.add_argument("--eval-per-level", type=int, default=None, help="held-out tasks per difficulty level")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores / jobs)")
     r.add_argument("--jobs", type=int, default=None,

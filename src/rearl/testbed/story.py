@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rearl.testbed.tasks import EASY, HARD, LEVELS, make_tasks, write_jsonl
+from rearl.testbed.toy_reflector import train_toy_reflector
 from rearl.testbed.traces import REVISION_SCAFFOLD
 
 # What each method changes on top of the shared settings; mirrors recipes/<model>/<method>.yaml.
@@ -35,6 +36,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "grpo": {"revision": False, "length_reward": "none", "reflection_reward": False},
     "grpo_len": {"revision": False, "length_reward": "kimi", "reflection_reward": False},
     "rea_rl": {"revision": True, "length_reward": "refined", "reflection_reward": True},
+    # the upper bound of the learned reflection model: REA-RL cutting where the gold answer is first stated
+    "rea_rl_oracle": {"revision": True, "length_reward": "refined", "reflection_reward": True,
+                      "reflection_model": "oracle"},
     "rea_rl_no_reflection_model": {"revision": False, "length_reward": "refined", "reflection_reward": True,
                                    "zero_accuracy_groups": "keep"},
     "rea_rl_no_reflection_reward": {"revision": True, "length_reward": "refined", "reflection_reward": False},
@@ -42,8 +46,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "rea_rl_strong": {"revision": True, "length_reward": "refined", "reflection_reward": True,
                       "reflection_position": "strong"},
 }
-LABELS = {"base": "Base", "grpo": "GRPO", "grpo_len": "GRPO+len", "rea_rl": "REA-RL",
+LABELS = {"base": "Base", "grpo": "GRPO", "grpo_len": "GRPO+len", "rea_rl": "REA-RL", "rea_rl_oracle": "REA-RL (oracle cut)",
           "rea_rl_no_reflection_model": "REA-RL w/o refl. model", "rea_rl_no_reflection_reward": "REA-RL w/o refl. reward", "rea_rl_strong": "REA-RL (Strong cut)"}
+
+
+REFLECTION_MODELS = ("toy", "oracle", "smollm2")
 
 
 @dataclass
@@ -53,7 +60,7 @@ class StoryConfig:
     out: str = "runs/testbed"
     quick: bool = False  # a few-minute version: a small, inaccurate toy model and a handful of steps
     seed: int = 0
-    methods: list[str] = field(default_factory=lambda: ["grpo", "grpo_len", "rea_rl"])
+    methods: list[str] = field(default_factory=lambda: ["grpo", "grpo_len", "rea_rl", "rea_rl_oracle"])
     # toy model (see toy_model.ToyConfig); None = its defaults
     toy_sft_tokens: int | None = None
     toy_budget_minutes: float | None = None
@@ -76,10 +83,19 @@ class StoryConfig:
     # generation budget (training and evaluation): world v2's reference traces are 370 tokens on average,
     # p99 570 (measured on 800 traces)
     max_tokens: int = 640
-    reflection_model: str = "oracle"  # REA-RL's reflection model: oracle | trained (the SmolLM2 reflector)
+    # REA-RL's reflection model: "toy" (the toy LRM fine-tuned on oracle labels of the base responses, trained
+    # before RL: rearl.testbed.toy_reflector), "oracle" (gold answer + verifier) or "smollm2" (the embedded
+    # SmolLM2 with LoRA; 5 s a step on this CPU). "rea_rl_oracle" always cuts with the oracle: the upper bound
+    reflection_model: str = "toy"
+    # the toy reflector's fine-tuning (full, batch 4, cosine): measured on world v2's 120 training traces, see
+    # docs/testbed.md#the-reflection-model
+    reflector_toy_steps: int = 300
+    reflector_toy_lr: float = 1e-3
     train_tasks: int = 4000
     # the reflection model and the threshold are learnt from base responses on these many tasks
-    calibration_tasks: int = 160
+    # (320: the toy reflector learns from 240 of them; with 120 its Normal cut agreed with the teacher on 75% of
+    # 40 held-out traces)
+    calibration_tasks: int = 320
     # train and report the SmolLM2 reflection model beside the RL runs (REA-RL itself cuts with the oracle).
     # Off in the full story: on an AVX2-only 2-core CPU one SmolLM2 LoRA step takes longer than a whole toy RL
     # step, and the 80 steps would take a core for most of the story; the quick story keeps it (CI covers it)
@@ -111,8 +127,8 @@ class StoryConfig:
             raise ValueError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
         if self.reflector_data not in ("base", "reference"):
             raise ValueError(f"reflector_data must be 'base' or 'reference', got {self.reflector_data!r}")
-        if self.reflection_model not in ("oracle", "trained"):
-            raise ValueError(f"reflection_model must be 'oracle' or 'trained', got {self.reflection_model!r}")
+        if self.reflection_model not in REFLECTION_MODELS:
+            raise ValueError(f"reflection_model must be one of {', '.join(REFLECTION_MODELS)}, got {self.reflection_model!r}")
         for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "train_tasks", "calibration_tasks",
                      "eval_per_level", "jobs"):
             if getattr(self, name) < 1:
@@ -122,7 +138,7 @@ class StoryConfig:
 def quick_config(**overrides: Any) -> StoryConfig:
     """The few-minute story the end-to-end test runs (numbers mean nothing at this size)."""
     base = dict(quick=True, steps=3, prompts_per_step=2, group_size=2, train_tasks=64, calibration_tasks=8,
-                reflector_steps=2, reflector_data="reference", eval_per_level=2, max_tokens=384,
+                reflector_steps=2, reflector_toy_steps=4, reflector_data="reference", eval_per_level=2, max_tokens=384,
                 probe_min_accuracy=0.0, real_traces=[], train_reflector=True)
     return StoryConfig(**{**base, **overrides})
 
@@ -164,15 +180,23 @@ def _stage_worker(kind: str, args: tuple, log: str, threads: int) -> float:
 
     torch.set_num_threads(threads)
     t0 = time.monotonic()
+    run_stage(kind, args, threads, True)
+    return round(time.monotonic() - t0, 1)
+
+
+def run_stage(kind: str, args: tuple, threads: int | None, progress: bool) -> None:
     if kind == "train":
         run_training(*args)
     elif kind == "eval":
-        _evaluate(args[0], True)
+        _evaluate(args[0], progress)
     elif kind == "reflector":
-        train_and_eval_reflector(*args, True)
+        train_and_eval_reflector(*args, progress)
+    elif kind == "toy_reflector":
+        model, src, out, steps, lr, seed = args
+        train_toy_reflector(model, src, out, steps=steps, learning_rate=lr, seed=seed, threads=threads,
+                            progress=progress)
     else:
         raise ValueError(kind)
-    return round(time.monotonic() - t0, 1)
 
 
 _PROGRESS = __import__("re").compile(r"(\d+)/(\d+) \[")
@@ -435,6 +459,27 @@ def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
     return {k: out[k] for k in order if k in out}
 
 
+def reflection_timing(run_dir: Path) -> dict[str, Any] | None:
+    """Median seconds per step spent scoring with the reflection model, and of the whole step (trainer log)."""
+    from rearl.eval.report import find_trainer_state
+
+    ts = find_trainer_state(run_dir)
+    if ts is None:
+        return None
+    rows = [h for h in json.loads(ts.read_text()).get("log_history", [])
+            if "timing/reflection_s" in h and h.get("step_time")]
+    if not rows:
+        return None
+
+    def med(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+
+    return {"steps": len(rows), "reflection_s": med([h["timing/reflection_s"] for h in rows]),
+            "step_s": med([h["step_time"] for h in rows]),
+            "share": med([h["timing/reflection_s"] / h["step_time"] for h in rows])}
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
@@ -445,8 +490,9 @@ def _diff_ci95(a: dict[str, Any], b: dict[str, Any]) -> float:
     return 100 * 1.96 * math.sqrt(pa * (1 - pa) / a["n"] + pb * (1 - pb) / b["n"])
 
 
-def check_targets(stats: dict[str, dict[str, dict[str, Any]]],
-                  overthinking: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def check_targets(stats: dict[str, dict[str, dict[str, Any]]], overthinking: dict[str, Any] | None = None,
+                  reflector: dict[str, Any] | None = None,
+                  timing: dict[str, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
     """The testbed issue's targets, measured: each row says what was asked, what was measured, and whether
     it holds (None: not measurable in this run)."""
     base = stats.get("base")
@@ -501,6 +547,30 @@ def check_targets(stats: dict[str, dict[str, dict[str, Any]]],
         s = _ratio(rea.get("easy", {}).get("reflections"), base.get("easy", {}).get("reflections"))
         add("REA-RL: reflections per response on easy levels <= 60% of base", None if s is None else 100 * s,
             None if s is None else s <= 0.6, "mean reflections per response")
+    ora = stats.get("rea_rl_oracle")
+    if rea is not None and ora is not None:
+        cut_l, cut_o = 1 - rea["all"]["tokens"] / base["all"]["tokens"], 1 - ora["all"]["tokens"] / base["all"]["tokens"]
+        share = None if cut_o <= 0 else cut_l / cut_o
+        add("REA-RL with the learned reflector: >= 80% of the oracle-cut REA-RL's token reduction",
+            None if share is None else 100 * share, None if share is None else share >= 0.8,
+            f"{100 * cut_l:.1f}% vs {100 * cut_o:.1f}% fewer tokens than the base")
+        d = rea["all"]["accuracy"] - ora["all"]["accuracy"]
+        add("REA-RL with the learned reflector: accuracy within 1 point of the oracle-cut REA-RL", d, d >= -1,
+            f"{rea['all']['accuracy']:.1f} vs {ora['all']['accuracy']:.1f}; 95% interval of the difference "
+            f"+-{_diff_ci95(rea['all'], ora['all']):.1f}")
+    if reflector:
+        rows_by = {r["method"]: r for r in reflector["table"]}
+        model = next((r for m, r in rows_by.items() if m.startswith("trained model")), None)
+        naive = {m: r for m, r in rows_by.items() if m.startswith(("no Result", "first reflection", "fixed ratio"))}
+        if model is not None and naive and model.get("exact") is not None:
+            best_name, best = max(naive.items(), key=lambda kv: kv[1].get("exact") or 0)
+            margin = model["exact"] - (best.get("exact") or 0)
+            add("reflector: Normal-cut agreement with the teacher beats every naive baseline by >= 10 points", margin,
+                margin >= 10, f"{model['exact']:.1f}% vs {best.get('exact') or 0:.1f}% ({best_name})")
+    for m, t in (timing or {}).items():
+        if t:
+            add(f"reflector: scoring <= 25% of the RL step ({LABELS.get(m, m)})", 100 * t["share"], t["share"] <= 0.25,
+                f"{t['reflection_s']:.2f} s of {t['step_s']:.1f} s, median over {t['steps']} steps")
     gl = stats.get("grpo_len")
     if gl is not None and "hard" in gl and "hard" in base:
         h = _ratio(gl["hard"].get("reflections"), base["hard"].get("reflections"))
@@ -694,24 +764,35 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         st.run("reference_traces", src, lambda: write_reference_traces(d / "calibration.jsonl", src, cfg.seed))
         return src
 
-    # REA-RL needs the trained reflector first; with the oracle it is trained beside the RL runs
-    if cfg.reflection_model == "trained":
+    # REA-RL needs its reflection model before RL: the toy one trains side by side with the stages that do not
+    # (below); the SmolLM2 one first; the SmolLM2 one, when it is only reported, trains beside the RL runs
+    toy_dir = out / "reflector_toy"
+    if cfg.reflection_model == "smollm2":
         src = reflector_source()
         st.run("reflector", reflector_dir / "eval.json",
                lambda: train_and_eval_reflector(cfg, model, src, reflector_dir, progress))
-    reflector = str(reflector_dir / "model") if cfg.reflection_model == "trained" else "oracle"
+    reflector = {"toy": str(toy_dir / "model"), "smollm2": str(reflector_dir / "model"),
+                 "oracle": "oracle"}[cfg.reflection_model]
 
     # 3. RL, and what does not depend on it (the base's evaluation, the reflector when REA-RL uses the
     # oracle); 4. then every policy's evaluation on the held-out tasks
     ev = out / "eval"
     group: list[tuple[str, Path, str, tuple]] = []
+    # with the toy reflector: first the reflector beside what does not need it (runs without revision, the base's
+    # evaluation), then the runs with revision; each group fills both cores
+    later: list[tuple[str, Path, str, tuple]] = []
+    if cfg.reflection_model == "toy":
+        src = reflector_source()
+        group.append(("reflector_toy", toy_dir / "eval.json", "toy_reflector",
+                      (model, src, toy_dir, cfg.reflector_toy_steps, cfg.reflector_toy_lr, cfg.seed)))
     for m in cfg.methods:
         run_dir = out / "train" / m
         s = train_settings(cfg, m, model, d / "train.jsonl", threshold, reflector, run_dir)
-        group.append((f"train/{m}", run_dir / "rearl_run.json", "train", (s, run_dir)))
+        item = (f"train/{m}", run_dir / "rearl_run.json", "train", (s, run_dir))
+        (later if cfg.reflection_model == "toy" and METHODS[m]["revision"] else group).append(item)
     group.append(("eval/base", ev / "base" / "summary.json", "eval",
                   (_eval_config(cfg, model, ev / "base", d / "eval.jsonl", temperature=cfg.eval_temperature),)))
-    if cfg.train_reflector and cfg.reflection_model != "trained":
+    if cfg.train_reflector and cfg.reflection_model != "smollm2":
         src = reflector_source()
         # the longest stage first, so that the others fill the second core around it
         group.insert(0, ("reflector", reflector_dir / "eval.json", "reflector", (cfg, model, src, reflector_dir)))
@@ -721,15 +802,12 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     if cfg.jobs > 1:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
         run_side_by_side(st, group, cfg.jobs, threads, out / "logs", progress)
+        if later:
+            run_side_by_side(st, later, cfg.jobs, threads, out / "logs", progress)
         run_side_by_side(st, evals, cfg.jobs, threads, out / "logs", progress)
     else:
-        for name, marker, kind, args in group + evals:
-            if kind == "train":
-                st.run(name, marker, lambda args=args: run_training(*args))
-            elif kind == "eval":
-                st.run(name, marker, lambda args=args: _evaluate(args[0], progress))
-            else:
-                st.run(name, marker, lambda args=args: train_and_eval_reflector(*args, progress))
+        for name, marker, kind, args in group + later + evals:
+            st.run(name, marker, lambda kind=kind, args=args: run_stage(kind, args, cfg.threads, progress))
 
     names = ["base"] + list(cfg.methods)
     # 5. overthinking of every policy's held-out samples, measured as real traces are (and the real ones)
@@ -759,7 +837,10 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
 
     plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
     stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
-    targets = check_targets(stats, overthinking)
+    toy_refl = json.loads((toy_dir / "eval.json").read_text()) if (toy_dir / "eval.json").exists() else None
+    timing = {m: reflection_timing(out / "train" / m) for m in cfg.methods
+              if METHODS[m]["revision"] and METHODS[m].get("reflection_model", cfg.reflection_model) != "oracle"}
+    targets = check_targets(stats, overthinking, toy_refl, timing)
     meta = {"model": model, "eval_tasks": cfg.eval_per_level * len(LEVELS), **settings,
             "toy_meta": {k: v for k, v in toy.items() if k in ("parameters", "sft", "probe", "vocab_size", "config")},
             "threshold": threshold}
@@ -771,12 +852,21 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
            "refl./1k: reflection words per 1,000 thinking tokens before / after it. Real traces: R1-distill "
            "tokenizer; toy: its own tokenizer, held-out samples at the evaluation temperature.\n\n"
            + overthinking_markdown(real, overthinking) + "\n")
+    if toy_refl is not None:
+        md += ("\n## The toy reflection model vs the teacher (held-out base responses)\n\n"
+               "The toy LRM fine-tuned on the oracle's two-step labels (docs/testbed.md#the-reflection-model); "
+               "REA-RL cuts with it, REA-RL (oracle cut) with the teacher itself.\n\n"
+               + (toy_dir / "eval.md").read_text())
+        for m, t in timing.items():
+            if t:
+                md += (f"\nScoring during {LABELS.get(m, m)}'s training: {t['reflection_s']:.2f} s of a "
+                       f"{t['step_s']:.1f} s step (median over {t['steps']} steps, {100 * t['share']:.1f}%).\n")
     refl = reflector_dir / "eval.md"
     if refl.exists():
         md += "\n## Reflection model vs the oracle (held-out base responses)\n\n" + refl.read_text()
     md += "\n![by level](by_level.png)\n\n![accuracy vs tokens](accuracy_vs_tokens.png)\n\n![training](training_curves.png)\n"
     md += "\n" + stage_times(st.record)
-    summary = {"stats": stats, "targets": targets, "meta": meta, "stages": st.record, "report": report,
+    summary = {"stats": stats, "targets": targets, "reflector_toy": toy_refl, "reflection_timing": timing, "meta": meta, "stages": st.record, "report": report,
                "overthinking": {"toy": overthinking, "real": (real or {}).get("files")}}
     write_text_atomic(rep / "testbed.md", md)
     write_json_atomic(rep / "testbed.json", summary)

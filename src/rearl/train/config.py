@@ -45,6 +45,10 @@ class REARLConfig(GRPOConfig):
                 "model was trained, from its rearl_reflector.json; 0: the whole trace)."})
     reflection_mode: str = field(default="forward", metadata={"help": "Reflection scoring: 'forward' or 'generate'."})
     reflection_position: str = field(default="normal", metadata={"help": "Cut position: strong, normal (paper) or weak."})
+    reflection_partial_labels: str = field(default="fail", metadata={
+        "help": "A reply that labels fewer paragraphs than the reflection model was shown (generate mode): 'fail' "
+                "(that sample's revision fails, counted in revision/failures) or 'think' (the authors' code: the "
+                "missing labels count as Think, so the cut falls back toward the cap)."})
     revision_max_tokens: int = field(default=256, metadata={"help": "Token budget of the revised answer."})
     revision_scaffold: str = field(default="\n</think>\n\n**Final Answer:**\n\n", metadata={
         "help": "Text inserted after the kept thinking."})
@@ -95,6 +99,7 @@ class REARLConfig(GRPOConfig):
         _check(self.length_reward, LENGTH_REWARDS, "length_reward")
         _check(self.reflection_mode, ("forward", "generate"), "reflection_mode")
         _check(self.reflection_position, ("strong", "normal", "weak"), "reflection_position")
+        _check(self.reflection_partial_labels, ("fail", "think"), "reflection_partial_labels")
         _check(self.short_trace_rule, ("drop_last_part", "none"), "short_trace_rule")
         _check(self.revise_without_result, ("cap", "skip"), "revise_without_result")
         if self.revision and self.num_generations % 2:

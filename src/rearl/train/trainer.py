@@ -219,7 +219,16 @@ class REARLTrainer(GRPOTrainer):
             res = self.reflection_scorer.score(problems, [[p.text for p in s.paragraphs] for s in segs], a.reflection_mode)
         except Exception as e:  # noqa: BLE001 - a scorer crash fails these samples' revisions, not the step
             return [(None, f"{type(e).__name__}: {e}")] * len(segs)
-        return [(r.p_result, r.error) for r in res]
+        if len(res) != len(segs):
+            return [(None, f"the reflection model returned {len(res)} outcomes for {len(segs)} samples")] * len(segs)
+        out: list[tuple[list[float] | None, str | None]] = []
+        for r in res:
+            p, err = r.p_result, r.error
+            want = r.n_shown or r.n_paragraphs  # paragraphs that fit its prompt
+            if err is None and p is not None and len(p) < want and a.reflection_partial_labels == "fail":
+                p, err = None, f"the reflection model labelled {len(p)} of the {want} paragraphs it was shown"
+            out.append((p, err))
+        return out
 
     def _collective_generation(self) -> bool:
         """Whether generating is a collective call across ranks (vLLM with several processes)."""
