@@ -143,22 +143,30 @@ def test_trace_format(traces):
         assert all(t.correct for t in by_level[lv] if t.checked)
 
 
-def test_traces_sit_in_the_real_traces_bands(tmp_path, toy_dir):
-    """World v2 against real R1-distill traces, with `rearl measure` (docs/testbed.md#the-world)."""
+def _measured(tmp_path, toy_dir, sampled):
     import json
 
     from rearl.eval.overthinking import MeasureConfig, measure
 
-    trs = R.make_traces(T.make_tasks(400, seed=11), seed=11)
-    f = tmp_path / "gen.jsonl"
+    trs = R.make_traces(T.make_tasks(400, seed=11), seed=11, sampled=sampled)
+    f = tmp_path / f"gen-{sampled}.jsonl"
     f.write_text("".join(json.dumps({"id": i, "problem": t.task.problem, "answer": t.task.answer,
                                      "level": t.task.level, "response": t.text}) + "\n" for i, t in enumerate(trs)))
-    res = measure(MeasureConfig(input=[str(f)], tokenizer=str(toy_dir)), progress=False)["files"][str(f)]
+    return measure(MeasureConfig(input=[str(f)], tokenizer=str(toy_dir)), progress=False)["files"][str(f)]
+
+
+def test_traces_sit_in_the_real_traces_bands(tmp_path, toy_dir):
+    """What the toy LRM should sample at T=0.6, against real R1-distill traces, with `rearl measure`
+    (docs/testbed.md#the-world); the generator itself stops more often, for the sampling to sharpen."""
+    res = _measured(tmp_path, toy_dir, sampled=True)
     b = res["all"]
     assert 0.35 <= b["removable_share"]["median"] <= 0.55
     # the issue's p90 >= 0.65 is for the toy LRM's samples (the story measures it: 0.70 at T=0.6, where the
-    # model takes more echoes than it was shown); the generator itself sits at 0.64-0.65
+    # model takes more echoes than it was shown); the reference traces sit at 0.64-0.65
     assert b["removable_share"]["p10"] <= 0.05 and b["removable_share"]["p90"] >= 0.6
+    gen = _measured(tmp_path, toy_dir, sampled=False)["all"]
+    assert gen["removable_share"]["median"] < b["removable_share"]["median"]
+    assert gen["removable_share"]["p10"] <= b["removable_share"]["p10"]
     assert 0.5 <= b["density_before"]["median"] / b["density_after"]["median"] <= 2
     assert b["paragraphs"]["median"] >= 8
     by = {str(k): v for k, v in res["by_level"].items()}
@@ -384,3 +392,25 @@ def test_quick_build_learns_the_format(quick_toy_cache):
     assert table["all"]["finished"] >= 50
     assert table["all"]["mean_reflections"] >= 1
     assert all("</think>" in r.text and "\\boxed{" in r.text for r in recs if r.finished)
+
+
+def test_flattened_stops_undo_the_sharpening_of_sampling():
+    """The generator's echo counts, sharpened by sampling at T (each stop-or-echo choice as a binary softmax),
+    give back the target counts."""
+    def sharpened(weights, t):
+        out, left, rest = [], 1.0, sum(weights)
+        for k, w in enumerate(weights):
+            g = 1.0 if k == len(weights) - 1 or rest <= w else w / rest
+            h = 1.0 if g >= 1 else (0.0 if g <= 0 else 1 / (1 + ((1 - g) / g) ** (1 / t)))
+            out.append(left * h)
+            left -= left * h
+            rest -= w
+        return out
+
+    for lv in T.LEVELS.values():
+        assert T.flattened_stops(lv.echo_weights, 1.0) == pytest.approx(lv.echo_weights, abs=1e-6)
+        gen = lv.generator_echo_weights
+        assert sum(gen) == pytest.approx(1.0, abs=1e-5)
+        assert sharpened(gen, T.SAMPLED_AT) == pytest.approx(lv.echo_weights, abs=1e-4)
+    easy = T.LEVELS[T.EASY[0]]
+    assert easy.generator_echo_weights[0] > easy.echo_weights[0]  # more stops at the answer than the target

@@ -39,7 +39,8 @@ class Level:
     operands: int
     digits: tuple[int, int]  # each operand has lo..hi digits, and at least one has hi
     slip: float  # per column with a carry in: chance the first pass forgets that carry
-    # redundant re-checks after the (checked) answer: weights of 0, 1, 2, ... echoes
+    # redundant re-checks after the (checked) answer: how often a sample of the toy LRM at the evaluation
+    # temperature (SAMPLED_AT) makes 0, 1, 2, ... echoes; the generator draws `generator_echo_weights`
     echo_weights: tuple[float, ...]
     skip_check: float = 0.0  # hard levels: chance the trace skips its real re-check
     mid_check: float = 0.0  # per column: chance of a quick "wait , let me check" of its digit sum
@@ -49,12 +50,48 @@ class Level:
         return self.slip > 0
 
     @property
+    def generator_echo_weights(self) -> tuple[float, ...]:
+        return flattened_stops(self.echo_weights, SAMPLED_AT)
+
+    @property
     def echoes(self) -> tuple[int, int]:
         """The fewest and most echoes a trace of this level has."""
         nz = [k for k, w in enumerate(self.echo_weights) if w > 0]
         return nz[0], nz[-1]
 
 
+# The temperature the toy's samples are measured at (the story's evaluation temperature).
+SAMPLED_AT = 0.6
+
+
+def flattened_stops(weights: Sequence[float], temperature: float) -> tuple[float, ...]:
+    """Echo-count weights for the generator such that a model that learnt them, sampled at `temperature`,
+    makes 0, 1, 2, ... echoes with `weights`.
+
+    After each echo (and after the answer) the model makes one binary choice, stop or echo again, with
+    the hazard h_k = w_k / (w_k + w_k+1 + ...). Sampling at temperature T turns a learnt hazard g into
+    1 / (1 + ((1 - g) / g) ** (1 / T)), which sharpens it (world v2, measured: generator 16% of easy traces
+    stop at the answer, the toy at T=0.6 1%; hard 65% -> 79%). So the generator uses the inverse,
+    g = 1 / (1 + ((1 - h) / h) ** T), and the weights that give those hazards.
+    """
+    out: list[float] = []
+    left = 1.0  # the generator's share of traces still echoing
+    rest = float(sum(weights))
+    for k, w in enumerate(weights):
+        if k == len(weights) - 1 or rest <= w:
+            out.append(left)
+            break
+        h = w / rest
+        g = 0.0 if h <= 0 else 1.0 / (1.0 + ((1.0 - h) / h) ** temperature)
+        out.append(left * g)
+        left -= left * g
+        rest -= w
+    out += [0.0] * (len(weights) - len(out))
+    return tuple(round(x, 6) for x in out)
+
+
+# World v3 = v2 with the echo counts flattened for sampling at T=0.6 (`flattened_stops`): v2's toy at T=0.6
+# overthought more than real traces (removable share 0.61 against the band 0.35-0.55, p10 0.09).
 # World v2 (docs/testbed.md#the-world), each choice from measuring real R1-distill traces with
 # `rearl measure` (docs/testbed.md#toy-traces-next-to-real-ones):
 # * easy levels (2 operands) are never wrong in their first pass; 0-5 echoes, so some traces stop

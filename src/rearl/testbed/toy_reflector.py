@@ -163,15 +163,28 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     from rearl.reflector.labels import trace_key
 
     by_level = quality_by_level(rep, {trace_key(str(traces), i): lv for i, lv in _levels(traces).items()})
-    secs = [o["seconds"] for o in next(iter(rep["details"].values())) if o is not None and "seconds" in o]
+    from rearl.reflector.labels import read_labels
+
+    model_row = next(m for m in rep["details"] if m.startswith("trained model"))
+    held = {r["key"]: r for r in read_labels(str(out / "split" / "heldout.jsonl"))}
+    statements = right_and_wrong(rep, held, model_row)
+    secs = [o["seconds"] for o in rep["details"][model_row] if o is not None and "seconds" in o]
     meta = read_meta(str(out / "model"))
     curve = _learning_curve(out / "model" / "train_log.json", out / "learning_curve.png")
     result = {"table": rep["table"], "traces": rep["traces"], "teacher": rep["teacher"], "by_level": by_level,
-              "split": split, "score_seconds_per_trace": sorted(secs)[len(secs) // 2] if secs else None,
+              "statements": statements,
+              "split": {k: {kk: vv for kk, vv in v.items() if kk != "keys"} if isinstance(v, dict) else v
+                        for k, v in split.items()}, "score_seconds_per_trace": sorted(secs)[len(secs) // 2] if secs else None,
               "train": {k: meta.get(k) for k in ("steps", "train_loss", "examples", "examples_with_result", "seconds",
                                                  "train_tokens")},
               "learning_curve": curve, "init": json.loads((init / "toy_reflector_init.json").read_text())}
     md = markdown_table(rep) + "\n" + by_level_markdown(by_level)
+    if statements:
+        r, w = statements["right"], statements["wrong"]
+        md += (f"\nRight from wrong, without the gold answer: of the held-out paragraphs that state the right answer "
+               f"the reflector calls {r['called_result']} of {r['paragraphs']} Result ({_pct(r['rate'])}); of those that "
+               f"state a wrong one (a slipped first pass, a miscounted re-check), {w['called_result']} of "
+               f"{w['paragraphs']} ({_pct(w['rate'])}).\n")
     md += (f"\nTrained on {result['train']['examples']} base responses ({result['train']['examples_with_result']} with a "
            f"Result) for {result['train']['steps']} steps ({result['train']['seconds']} s), final loss "
            f"{_last_loss(curve)}; scoring one trace takes {_fmt_s(result['score_seconds_per_trace'])} (median, forward "
@@ -181,8 +194,40 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     return result
 
 
+def right_and_wrong(report: dict[str, Any], records: dict[str, dict[str, Any]], method: str) -> dict[str, Any]:
+    """How often `method` calls Result a paragraph that states the right answer vs one that states a wrong one.
+
+    The toy's statements are parsed exactly (`traces.answer_statements`, the paragraph's last one). A
+    wrong statement (a slipped first pass, a miscounted re-check) differs from a right one only in its
+    digits: telling them apart without the gold answer takes re-adding the columns.
+    """
+    from rearl.testbed.traces import answer_statements
+
+    outs = report["details"].get(method)
+    if outs is None:
+        return {}
+    counts = {"right": [0, 0], "wrong": [0, 0]}  # [called Result, paragraphs]
+    for t, o in zip(report["per_trace"], outs):
+        rec = records.get(t["key"])
+        if rec is None or o is None or o.get("p_result") is None:
+            continue
+        for text, p in zip(rec["paragraphs"], o["p_result"]):
+            st = answer_statements(text)
+            if not st:
+                continue
+            c = counts["right" if str(st[-1].value) == str(rec["answer"]) else "wrong"]
+            c[0] += p >= 0.5
+            c[1] += 1
+    return {k: {"paragraphs": n, "called_result": r, "rate": 100.0 * r / n if n else None}
+            for k, (r, n) in counts.items()}
+
+
 def _fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{1000 * x:.0f} ms"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}%"
 
 
 def _last_loss(curve: list[list[float]]) -> str:

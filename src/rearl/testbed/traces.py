@@ -212,7 +212,9 @@ def statement(c: Columns) -> str:
             f"So the sum is {c.hinted} , and the answer is {c.value} .")
 
 
-def make_trace(task: Task, rng: random.Random) -> Trace:
+def make_trace(task: Task, rng: random.Random, sampled: bool = False) -> Trace:
+    """One trace. `sampled`: echo counts as the toy LRM should sample them at the evaluation temperature
+    (`Level.echo_weights`, what the bands are checked on) instead of the generator's flatter ones."""
     lv = LEVELS[task.level]
     ops = task.operands
     gold = int(task.answer)
@@ -230,7 +232,7 @@ def make_trace(task: Task, rng: random.Random) -> Trace:
                         f"\nThe correct answer is {check.value} .")
         parts += in_parts(check.lines, "Wait , let me check it again , adding from the bottom number up .") + [verdict]
         final = check
-    n_echo = rng.choices(range(len(lv.echo_weights)), lv.echo_weights)[0]
+    n_echo = rng.choices(range(len(lv.echo_weights)), lv.echo_weights if sampled else lv.generator_echo_weights)[0]
     for echo in rng.sample(ECHOES, n_echo):
         parts.append(echo(final, ops, final.value))
     text = "\n\n".join(parts) + f"{THINK_CLOSE}\\boxed{{{final.value}}}"
@@ -238,9 +240,9 @@ def make_trace(task: Task, rng: random.Random) -> Trace:
     return Trace(task, text, first.value, checked, bool(first.slipped), n_echo, len(parts))
 
 
-def make_traces(tasks: Sequence[Task], seed: int = 0) -> list[Trace]:
+def make_traces(tasks: Sequence[Task], seed: int = 0, sampled: bool = False) -> list[Trace]:
     rng = random.Random(f"rearl-testbed-traces:{seed}")
-    return [make_trace(t, rng) for t in tasks]
+    return [make_trace(t, rng, sampled) for t in tasks]
 
 
 def finish_document(trace: Trace, rng: random.Random) -> str:
