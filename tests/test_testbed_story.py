@@ -101,6 +101,30 @@ def test_targets_are_measured_not_assumed():
     assert not any(r["target"].startswith("base: ") for r in S.check_targets({"base": base}))
 
 
+def test_reflector_targets():
+    base = {"all": _lv(60, 400, 5.0)}
+    oracle = {"all": _lv(62, 280, 4.0)}  # 30% fewer tokens
+    learned = {"all": _lv(61.5, 310, 4.2)}  # 22.5%: 75% of the oracle's reduction
+    refl = {"table": [{"method": "trained model, whole trace", "exact": 81.0},
+                      {"method": "teacher labels (oracle)", "exact": 100.0},
+                      {"method": "no Result (all Think: cut at the cap)", "exact": 56.0},
+                      {"method": "fixed ratio 0.5", "exact": 4.0}]}
+    timing = {"rea_rl": {"steps": 90, "reflection_s": 0.6, "step_s": 10.0, "share": 0.06}}
+    t = {r["target"]: r for r in S.check_targets({"base": base, "rea_rl": learned, "rea_rl_oracle": oracle}, None,
+                                                  refl, timing)}
+    share = t["REA-RL with the learned reflector: >= 80% of the oracle-cut REA-RL's token reduction"]
+    assert share["measured"] == pytest.approx(75.0) and share["met"] is False
+    acc = t["REA-RL with the learned reflector: accuracy within 1 point of the oracle-cut REA-RL"]
+    assert acc["measured"] == pytest.approx(-0.5) and acc["met"]
+    beat = t["reflector: Normal-cut agreement with the teacher beats every naive baseline by >= 10 points"]
+    assert beat["measured"] == pytest.approx(25.0) and beat["met"] and "no Result" in beat["detail"]
+    assert t["reflector: scoring <= 25% of the RL step (REA-RL)"]["met"]
+    refl["table"][2]["exact"] = 75.0  # a baseline within 10 points
+    t = {r["target"]: r["met"] for r in S.check_targets({"base": base}, None, refl, None)}
+    assert t == {"base overthinks: >= 2 reflections after the first correct answer on easy levels": None,
+                 "reflector: Normal-cut agreement with the teacher beats every naive baseline by >= 10 points": False}
+
+
 def test_probe_gate_stops_a_model_that_did_not_learn():
     meta = {"probe": {"L1": 100.0, "L2": 90.0, "L3": 10.0, "L4": 0.0, "all": 50.0, "per_level": 10},
             "sft": {"document_tokens": 1000, "final_loss": 0.3, "cut_by_time_cap": True}}
@@ -127,18 +151,28 @@ def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache):
               "training_curves.png"):
         assert (rep / f).stat().st_size > 0, f
     summary = json.loads((rep / "testbed.json").read_text())
-    assert set(summary["stats"]) == {"base", "grpo", "grpo_len", "rea_rl"}
+    assert set(summary["stats"]) == {"base", "grpo", "grpo_len", "rea_rl", "rea_rl_oracle"}
     assert summary["stats"]["base"]["all"]["n"] == 8  # 2 held-out tasks x 4 levels
     # each method trained its own policy with its own rewards, from the same start
-    logs = {m: json.loads((out / "train" / m / "rearl_run.json").read_text()) for m in ("grpo", "grpo_len", "rea_rl")}
+    logs = {m: json.loads((out / "train" / m / "rearl_run.json").read_text())
+            for m in ("grpo", "grpo_len", "rea_rl", "rea_rl_oracle")}
     assert all(logs.values())
+    # REA-RL cuts with the toy reflector trained in the story, the oracle-cut row with the oracle
     cfg = yaml.safe_load((out / "train" / "rea_rl" / "config.yaml").read_text())
-    assert cfg["revision"] and cfg["reflection_model"] == "oracle"
+    assert cfg["revision"] and cfg["reflection_model"] == str(out / "reflector_toy" / "model")
+    assert yaml.safe_load((out / "train" / "rea_rl_oracle" / "config.yaml").read_text())["reflection_model"] == "oracle"
+    toy = json.loads((out / "reflector_toy" / "eval.json").read_text())
+    assert toy["train"]["steps"] == 4 and toy["score_seconds_per_trace"] > 0
+    assert any(r["method"].startswith("trained model") for r in toy["table"])
+    assert (out / "reflector_toy" / "learning_curve.png").stat().st_size > 0
+    assert summary["reflection_timing"]["rea_rl"]["steps"] == 3
     assert (out / "reflector" / "model" / "config.json").exists() and (out / "reflector" / "eval.md").exists()
     md = (rep / "testbed.md").read_text()
-    assert "## Targets" in md and "REA-RL" in md and "Reflection model vs the oracle" in md
+    assert "## Targets" in md and "REA-RL (oracle cut)" in md and "Reflection model vs the oracle" in md
+    assert "The toy reflection model vs the teacher" in md
     stages = json.loads((out / "stages.json").read_text())
-    assert {"data", "base_samples", "calibrate", "reflector", "train/rea_rl", "eval/base", "eval/rea_rl"} <= set(stages)
+    assert {"data", "base_samples", "calibrate", "reflector", "reflector_toy", "train/rea_rl", "train/rea_rl_oracle",
+            "eval/base", "eval/rea_rl"} <= set(stages)
 
     # a rerun skips every finished stage and rewrites the same report
     before = {p: p.stat().st_mtime_ns for p in (out / "train").rglob("rearl_run.json")}

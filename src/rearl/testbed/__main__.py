@@ -62,8 +62,8 @@ def cmd_tasks(a: argparse.Namespace) -> int:
 
 def add_subcommands(sub: Any) -> None:
     """Register run/build/measure/tasks on an argparse subparsers object."""
-    r = sub.add_parser("run", help="the whole REA-RL story on the toy world: build, calibrate, reflector, "
-                                   "GRPO / GRPO+len / REA-RL, eval, report (stages cached)")
+    r = sub.add_parser("run", help="the whole REA-RL story on the toy world: build, calibrate, the toy reflection "
+                                   "model, GRPO / GRPO+len / REA-RL / REA-RL (oracle cut), eval, report (stages cached)")
     r.add_argument("--out", default=None, help="run directory (default runs/testbed; a rerun resumes)")
     r.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
     r.add_argument("--methods", default=None,

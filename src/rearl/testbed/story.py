@@ -7,10 +7,13 @@ Stages, each cached in the run directory (a rerun skips what is finished and res
 3. `base_samples`: `rearl eval` of the base model on the calibration tasks at the training
    temperature: the base responses that calibrate T and that the reflection model learns from;
 4. `calibrate`: T = p80 of thinking tokens per reflection (docs/method.md#reflection-reward) over those responses;
-5. `reflector`: oracle labels (gold + verifier) on those responses, split by problem, SFT of the
-   embedded SmolLM2 (LoRA), and its quality report against the oracle (`rearl reflector`);
-6. `train/<method>`: GRPO, GRPO + length, REA-RL and its ablations with `rearl train` (configs
-   written as YAML next to each run), the same start, data, seed and budget for every method;
+5. `reflector_toy`: oracle labels (two steps) on those responses, split by problem, full fine-tuning
+   of the toy LRM as the reflection model (`toy_reflector`), its quality report against the teacher
+   and the naive baselines; side by side with the runs that do not need it. `reflector` (opt-in):
+   the same with the embedded SmolLM2 (LoRA);
+6. `train/<method>`: GRPO, GRPO + length, REA-RL (cutting with the toy reflector), REA-RL (oracle cut)
+   and the ablations with `rearl train` (configs written as YAML next to each run), the same start,
+   data, seed and budget for every method;
 7. `eval/<method>`: `rearl eval` of the base and of every trained policy on the held-out tasks;
 8. `report`: `rearl report` (paper table, plots) plus the testbed's own table: accuracy, tokens
    and reflections by difficulty, overthinking after the first correct answer, and the issue's
