@@ -100,7 +100,7 @@ class StoryConfig:
     # (320: the toy reflector learns from 240 of them; with 120 its Normal cut agreed with the teacher on 75% of
     # 40 held-out traces)
     calibration_tasks: int = 320
-    # train and report the SmolLM2 reflection model beside the RL runs (REA-RL itself cuts with the oracle).
+    # also train and report the SmolLM2 reflection model beside the RL runs (REA-RL cuts with `reflection_model`).
     # Off in the full story: on an AVX2-only 2-core CPU one SmolLM2 LoRA step takes longer than a whole toy RL
     # step, and the 80 steps would take a core for most of the story; the quick story keeps it (CI covers it)
     train_reflector: bool = False
