@@ -58,7 +58,8 @@ REFLECTION_MODELS = ("toy", "oracle", "smollm2")
 
 @dataclass
 class StoryConfig:
-    """Options of `rearl testbed run` (defaults: the full story, about 30 minutes on 2 CPU cores)."""
+    """Options of `rearl testbed run` (defaults: the full story, about 35 minutes on 2 CPU cores after the
+    toy LRM's 13-minute build; docs/testbed.md#measured)."""
 
     out: str = "runs/testbed"
     quick: bool = False  # a few-minute version: a small, inaccurate toy model and a handful of steps
@@ -91,8 +92,8 @@ class StoryConfig:
     # before RL: rearl.testbed.toy_reflector), "oracle" (gold answer + verifier) or "smollm2" (the embedded
     # SmolLM2 with LoRA; 5 s a step on this CPU). "rea_rl_oracle" always cuts with the oracle: the upper bound
     reflection_model: str = "toy"
-    # the toy reflector's fine-tuning (full, batch 4, cosine): measured on world v2's 120 training traces, see
-    # docs/testbed.md#the-reflection-model
+    # the toy reflector's fine-tuning (full, batch 4, cosine): its label loss flattens after ~150 steps on 240
+    # base responses (learning_curve.png); 300 steps take ~8.5 min on one thread, beside the GRPO runs
     reflector_toy_steps: int = 300
     reflector_toy_lr: float = 1e-3
     train_tasks: int = 4000
@@ -374,6 +375,9 @@ def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, thresh
         "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0,
         "beta": cfg.beta, "loss_type": cfg.loss_type, "scale_rewards": "group",
         "revision_scaffold": REVISION_SCAFFOLD, "revision_max_tokens": 16,
+        # a trace cut at its last paragraph keeps it whole: the toy's last paragraph is often its answer, and the
+        # authors' drop_last_part removed that line, failing about half the revisions (docs/testbed.md#measured)
+        "short_trace_rule": "none",
         "reflection_model": reflector or "oracle",
         "reflection_threshold": float(threshold),
         "logging_steps": 1, "save_strategy": "steps", "save_steps": max(10, cfg.steps // 4), "save_total_limit": 1,

@@ -154,7 +154,8 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     tcfg = load_train_config(None, data=[str(out / "split" / "train.jsonl")], out=str(out / "model"), base=str(init),
                              lora=False, max_steps=steps, learning_rate=learning_rate, lr_scheduler_type="cosine",
                              warmup_ratio=0.05, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
-                             logging_steps=10, save_steps=max(50, steps // 2), max_length=1024, num_threads=threads,
+                             logging_steps=max(1, min(10, steps // 10)), save_steps=max(50, steps // 2), max_length=1024,
+                             num_threads=threads,
                              require_result=False, seed=seed)
     train_reflector(tcfg, progress=progress)
     rep = evaluate_reflector(REvalConfig(model=str(out / "model"), labels=str(out / "split" / "heldout.jsonl"),
@@ -275,21 +276,22 @@ def by_level_markdown(by_level: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def _learning_curve(log: Path, png: Path) -> list[list[float]]:
-    """(step, loss) from the trainer's log, plotted."""
-    if not log.exists():
-        return []
-    curve = [[h["step"], h["loss"]] for h in json.loads(log.read_text()) if "loss" in h and "step" in h]
-    if curve:
-        from rearl.eval.report import _pyplot
+    """(step, loss) from the trainer's log, plotted (a run too short to log a loss says so on the plot)."""
+    from rearl.eval.report import _pyplot
 
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(5, 3.2))
+    curve = [[h["step"], h["loss"]] for h in json.loads(log.read_text()) if "loss" in h and "step" in h] \
+        if log.exists() else []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if curve:
         ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("label loss (completion tokens)")
         ax.set_yscale("log")
-        ax.set_title("toy reflector: fine-tuning")
-        fig.tight_layout()
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
+    else:
+        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("label loss (completion tokens)")
+    ax.set_title("toy reflector: fine-tuning")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
     return curve
