@@ -39,18 +39,10 @@ def pool():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, r1_tok):
     """A tiny random Qwen2 model with the real R1-distill tokenizer (fast unit tests)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from _tiny import tiny_qwen2_dir
 
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(r1_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                      bos_token_id=r1_tok.bos_token_id, eos_token_id=r1_tok.eos_token_id, tie_word_embeddings=True)
-    model = AutoModelForCausalLM.from_config(cfg)
-    d = tmp_path_factory.mktemp("tiny-qwen2")
-    model.save_pretrained(d)
-    r1_tok.save_pretrained(d)
-    return str(d)
+    return tiny_qwen2_dir(tmp_path_factory.mktemp("tiny-qwen2"), r1_tok, seed=0, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192)
 
 
 @pytest.fixture(scope="session")

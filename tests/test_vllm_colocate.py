@@ -99,18 +99,13 @@ class Probe(REARLTrainer):
 
 @pytest.fixture(scope="module")
 def tiny_tied_dir(tmp_path_factory, r1_tok):
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from _tiny import tiny_qwen2_dir
 
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(r1_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                      bos_token_id=r1_tok.bos_token_id, eos_token_id=r1_tok.eos_token_id, tie_word_embeddings=True)
-    model = AutoModelForCausalLM.from_config(cfg)
-    assert model.config.hidden_size // model.config.num_attention_heads == 32
-    d = tmp_path_factory.mktemp("tiny-qwen2-tied")
-    model.save_pretrained(d)
-    r1_tok.save_pretrained(d)
-    return str(d)
+    hidden, heads = 64, 2
+    assert hidden // heads == 32  # the CPU backend's smallest head size
+    return tiny_qwen2_dir(tmp_path_factory.mktemp("tiny-qwen2-tied"), r1_tok, seed=0, hidden_size=hidden,
+                          intermediate_size=128, num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=1,
+                          max_position_embeddings=1024)
 
 
 @pytest.fixture(scope="module")

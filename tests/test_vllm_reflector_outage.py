@@ -45,18 +45,11 @@ from _scripted import LONG, WRONG  # noqa: E402
 @pytest.fixture(scope="module")
 def reflector_dir(tmp_path_factory, r1_tok):
     """A tiny random Qwen2 reflection model with the R1 tokenizer; head size 64 (vLLM's CPU attention)."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from _tiny import tiny_qwen2_dir
 
-    torch.manual_seed(1)
-    cfg = Qwen2Config(vocab_size=len(r1_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=4096,
-                      bos_token_id=r1_tok.bos_token_id, eos_token_id=r1_tok.eos_token_id, tie_word_embeddings=True)
-    model = AutoModelForCausalLM.from_config(cfg).to(torch.float32)
-    d = tmp_path_factory.mktemp("tiny-reflector")
-    model.save_pretrained(d)
-    r1_tok.save_pretrained(d)
-    return str(d)
+    return tiny_qwen2_dir(tmp_path_factory.mktemp("tiny-reflector"), r1_tok, seed=1, hidden_size=64,
+                          intermediate_size=128, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
+                          max_position_embeddings=4096)
 
 
 def _kill_hard(srv: VLLMServer) -> None:

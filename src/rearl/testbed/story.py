@@ -479,9 +479,7 @@ def reflection_timing(run_dir: Path) -> dict[str, Any] | None:
     if not rows:
         return None
 
-    def med(xs: list[float]) -> float:
-        xs = sorted(xs)
-        return xs[len(xs) // 2]
+    from statistics import median_high as med  # sorted(xs)[len(xs) // 2]
 
     return {"steps": len(rows), "reflection_s": med([h["timing/reflection_s"] for h in rows]),
             "step_s": med([h["step_time"] for h in rows]),

@@ -18,10 +18,11 @@ pieces the model can read; the new rows of the embedding start at the mean of th
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-from rearl.reflector.prompt import INSTRUCTIONS, RESULT, THINK, chat_prompt, target_text, user_message
+from rearl.reflector.prompt import INSTRUCTIONS, RESULT, THINK, target_text, user_message
 
 # The reflector's chat turn: the user's message, then the reply (which the prompt pre-fills with `[1].`).
 CHAT_TEMPLATE = (
@@ -119,11 +120,6 @@ def init_reflector(toy_dir: str | Path, out: str | Path, max_positions: int | No
     return out
 
 
-def prompt_tokens(tokenizer: Any, problem: str, paragraphs: list[str]) -> int:
-    """Length of the reflection prompt (with the prefill) for one trace, in the reflector's tokens."""
-    return len(tokenizer(chat_prompt(tokenizer, problem, paragraphs), add_special_tokens=False)["input_ids"])
-
-
 # -- the story's stage: label, split, train, evaluate ------------------------------------------------------
 def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, learning_rate: float, batch_size: int = 4,
                         seed: int = 0, threads: int | None = None, heldout_fraction: float = 0.25,
@@ -137,7 +133,7 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     from rearl.core.io import write_json_atomic, write_text_atomic
     from rearl.reflector.evaluate import EvalConfig as REvalConfig
     from rearl.reflector.evaluate import evaluate_reflector, markdown_table
-    from rearl.reflector.labels import LabelConfig, label_file, split_file
+    from rearl.reflector.labels import LabelConfig, label_file, read_labels, split_file, trace_key
     from rearl.reflector.train import load_train_config, read_meta, train_reflector
 
     out.mkdir(parents=True, exist_ok=True)
@@ -161,11 +157,7 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     rep = evaluate_reflector(REvalConfig(model=str(out / "model"), labels=str(out / "split" / "heldout.jsonl"),
                                          out=str(out / "eval_report"), batch_size=4, num_threads=threads),
                              progress=progress)
-    from rearl.reflector.labels import trace_key
-
     by_level = quality_by_level(rep, {trace_key(str(traces), i): lv for i, lv in _levels(traces).items()})
-    from rearl.reflector.labels import read_labels
-
     model_row = next(m for m in rep["details"] if m.startswith("trained model"))
     held = {r["key"]: r for r in read_labels(str(out / "split" / "heldout.jsonl"))}
     statements = right_and_wrong(rep, held, model_row)
@@ -175,7 +167,7 @@ def train_toy_reflector(toy_dir: str, traces: Path, out: Path, *, steps: int, le
     result = {"table": rep["table"], "traces": rep["traces"], "teacher": rep["teacher"], "by_level": by_level,
               "statements": statements,
               "split": {k: {kk: vv for kk, vv in v.items() if kk != "keys"} if isinstance(v, dict) else v
-                        for k, v in split.items()}, "score_seconds_per_trace": sorted(secs)[len(secs) // 2] if secs else None,
+                        for k, v in split.items()}, "score_seconds_per_trace": statistics.median_high(secs) if secs else None,
               "train": {k: meta.get(k) for k in ("steps", "train_loss", "examples", "examples_with_result", "seconds",
                                                  "train_tokens")},
               "learning_curve": curve, "init": json.loads((init / "toy_reflector_init.json").read_text())}
