@@ -55,13 +55,13 @@ def test_data_split_has_no_shared_problem(tmp_path):
     cfg = S.StoryConfig(train_tasks=300, calibration_tasks=40, eval_per_level=25)
     S.make_data(cfg, tmp_path)
     rows = {n: [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
-            for n in ("train", "calibration", "eval")}
-    assert [len(rows[n]) for n in ("train", "calibration", "eval")] == [300, 40, 100]
+            for n in ("train", "calibration", "heldout")}
+    assert [len(rows[n]) for n in ("train", "calibration", "heldout")] == [300, 40, 100]
     probs = {n: {r["problem"] for r in v} for n, v in rows.items()}
-    assert not probs["train"] & probs["eval"] and not probs["calibration"] & probs["eval"]
+    assert not probs["train"] & probs["heldout"] and not probs["calibration"] & probs["heldout"]
     assert not probs["train"] & probs["calibration"]
-    assert sorted({r["level"] for r in rows["eval"]}) == [1, 2, 3, 4]
-    assert sum(r["level"] == 1 for r in rows["eval"]) == 25
+    assert sorted({r["level"] for r in rows["heldout"]}) == [1, 2, 3, 4]
+    assert sum(r["level"] == 1 for r in rows["heldout"]) == 25
 
 
 def _lv(acc, tokens, refl, after=None, tokens_after=None, n=100):
@@ -170,6 +170,9 @@ def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache):
     md = (rep / "testbed.md").read_text()
     assert "## Targets" in md and "REA-RL (oracle cut)" in md and "Reflection model vs the oracle" in md
     assert "The toy reflection model vs the teacher" in md
+    assert "## The hard levels' re-check" in md
+    hard = summary["stats"]["base"]["hard"]
+    assert 0 <= hard["rechecked"] <= 100 and 0 <= hard["first_answer_wrong"] <= 100
     stages = json.loads((out / "stages.json").read_text())
     assert {"data", "base_samples", "calibrate", "reflector", "reflector_toy", "train/rea_rl", "train/rea_rl_oracle",
             "eval/base", "eval/rea_rl"} <= set(stages)

@@ -98,6 +98,11 @@ def test_column_addition_is_exact_and_slips_are_wrong():
     assert R.add_columns([78, 57], reverse=True).lines[1].startswith("Now column b : yb5 + xb7 = 12 , but")
     assert R.add_columns([78, 57, 9]).lines[0] == ("Now column a : xa8 + ya7 = 15 , + za9 = 24 .\n"
                                                   "I write 4 in a and carry 2 to b .")
+    # the hard levels' slip: a carry of 2 passed on as 1, every time (slip 1.0 needs no randomness)
+    slipped = R.add_columns([78, 57, 9], slip=1.0)
+    assert slipped.lines[0].endswith("I write 4 in a and carry 1 to b .") and slipped.slipped == [0]
+    assert slipped.value == sum([78, 57, 9]) - 10
+    assert R.add_columns([71, 52, 3], slip=1.0).slipped == []  # no column reaches 20: nothing to slip
     assert c.hinted == "c1 b3 a5"
     # a quick check restates the column's digit sum (never the carry, so it cannot catch a slip)
     checked = R.add_columns([78, 57], rng=random.Random(0), mid_check=1.0)
@@ -141,6 +146,9 @@ def test_trace_format(traces):
         # a trace that skips its check is wrong whenever its first pass slipped
         assert any(not t.correct for t in skipped)
         assert all(t.correct for t in by_level[lv] if t.checked)
+        # the slip is systematic: the first pass slips exactly when a column reaches 20
+        for t in by_level[lv]:
+            assert t.slipped == bool(R.add_columns(t.task.operands, slip=1.0).slipped)
 
 
 def _measured(tmp_path, toy_dir, sampled):
@@ -276,7 +284,7 @@ def test_analyse_reference_traces(tok, traces):
         ids = tok(tr.text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rec, cut = analyse(tok, tr.task, ids, finished=True, correct=tr.correct)
         recs.append(rec)
-        assert rec.first_answer == tr.first_answer
+        assert rec.first_answer == tr.first_answer and rec.checked == tr.checked
         think = split_think(tr.text).think
         good = next((x for x in R.answer_statements(think) if str(x.value) == tr.task.answer), None)
         assert rec.reflections_after == (count_reflections(think[good.end :]) if good else None)
@@ -409,8 +417,31 @@ def test_flattened_stops_undo_the_sharpening_of_sampling():
 
     for lv in T.LEVELS.values():
         assert T.flattened_stops(lv.echo_weights, 1.0) == pytest.approx(lv.echo_weights, abs=1e-6)
-        gen = lv.generator_echo_weights
+        gen = T.flattened_stops(lv.echo_weights, T.SAMPLED_AT)
         assert sum(gen) == pytest.approx(1.0, abs=1e-5)
         assert sharpened(gen, T.SAMPLED_AT) == pytest.approx(lv.echo_weights, abs=1e-4)
+        assert sum(lv.generator_echo_weights) == pytest.approx(1.0, abs=1e-5)
     easy = T.LEVELS[T.EASY[0]]
     assert easy.generator_echo_weights[0] > easy.echo_weights[0]  # more stops at the answer than the target
+
+
+def test_recalibrated_stops_move_toward_the_target_and_stay_put_when_met():
+    """One correction step from measured counts: a toy whose samples matched the target leaves the generator
+    as it is; one that stopped too early gets more echoes; a sampler that is exactly the T-sharpening of
+    the generator is corrected onto the target in one step."""
+    target = T.LEVELS[T.EASY[0]].echo_weights
+    flat = T.flattened_stops(target, T.SAMPLED_AT)
+    assert T.recalibrated_stops(flat, target, target, T.SAMPLED_AT) == pytest.approx(flat, abs=1e-5)
+    early = (0.16, 0.14, 0.22, 0.15, 0.11, 0.11, 0.07, 0.04)  # world v3's easy samples (tasks._EASY_SAMPLED_V3)
+    new = T.recalibrated_stops(flat, target, early, T.SAMPLED_AT)
+    assert sum(new) == pytest.approx(1.0, abs=1e-5)
+    assert sum(new[5:]) > sum(flat[5:]) and new[0] == pytest.approx(flat[0], abs=1e-5)  # k=0 was on target
+    assert T.LEVELS[T.EASY[0]].generator_echo_weights == new
+    assert T.LEVELS[T.HARD[0]].generator_echo_weights == T.flattened_stops(T.LEVELS[T.HARD[0]].echo_weights, T.SAMPLED_AT)
+    # if sampling really sharpened as flattened_stops assumes, a sampler fed the plain target (no flattening)
+    # is measured as its sharpening; one step from there lands on the flattened weights (hazards kept
+    # inside the clipping range [0.02, 0.98])
+    mild = (0.3, 0.25, 0.25, 0.2)
+    plain_sampled = T.flattened_stops(mild, 1 / T.SAMPLED_AT)  # the sharpening of `mild` at T
+    assert T.recalibrated_stops(mild, mild, plain_sampled, T.SAMPLED_AT) == pytest.approx(
+        T.flattened_stops(mild, T.SAMPLED_AT), abs=1e-4)

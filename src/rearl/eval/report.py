@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from rearl.core.io import DataError, write_json_atomic, write_text_atomic
 
 DISPLAY = {"gsm8k": "GSM8K", "math500": "MATH500", "gaokao2023en": "Gaokao23", "amc23": "AMC23", "aime24": "AIME24",
-           "aime25": "AIME25", "olympiadbench": "OlympiadBench", "minerva": "Minerva", "deepscaler_amc": "AMC (DeepScaleR)"}
+           "aime25": "AIME25", "olympiadbench": "OlympiadBench", "minerva": "Minerva", "deepscaler_amc": "AMC (DeepScaleR)",
+           "heldout": "held-out toy tasks (rearl testbed)"}
 # log_history keys worth plotting for a REA-RL run: rewards, lengths, revision/cut statistics.
 _CURVE_KEYS = re.compile(r"reward|length|revis|trunc|cut|reflect|accuracy|clipped|think_tokens", re.I)
 _MAX_PANELS = 12

@@ -21,7 +21,7 @@ from rearl.core.reflection import count_reflections
 from rearl.core.text import split_think
 from rearl.core.tokens import TokenizedText
 from rearl.testbed.tasks import OPERANDS, PLACES, Task
-from rearl.testbed.traces import THINK_CLOSE, answer_statements
+from rearl.testbed.traces import CHECK_HEADER, THINK_CLOSE, answer_statements
 
 _COLUMN = re.compile(r"^Now column ([a-h]) : (.*) \.\nI write (\d+) in \1 and carry (\d+) to [a-h] \.", re.M)
 _CARRY_IN = re.compile(r"^but the carry (\d+) makes it (\d+)$")
@@ -47,6 +47,7 @@ class Record:
     sum_errors: int = 0  # column lines whose stated sum is not the sum of their own terms
     columns: int = 0
     no_check_correct: bool | None = None
+    checked: bool = False  # the thinking holds the real re-check (`traces.CHECK_HEADER`)
 
     @property
     def first_answer_correct(self) -> bool:
@@ -58,7 +59,8 @@ def column_errors(text: str, operands: Sequence[int]) -> tuple[int, int, int, in
 
     Separates the two skills the model needs: copying the right digit (a lookup) and adding. A
     column counts as a sum error when any running sum, the carry-in total, the written digit or the
-    carry out is not what its own terms give.
+    carry out is not what its own terms give; a carry of 2 passed on as 1 is the hard levels' designed
+    slip (`tasks.Level.slip`), not a sum error.
     """
     truth = {OPERANDS[k] + PLACES[i]: int(ch) for k, x in enumerate(operands) for i, ch in enumerate(reversed(str(x)))}
     reads = bad_reads = lines = bad_sums = 0
@@ -77,7 +79,7 @@ def column_errors(text: str, operands: Sequence[int]) -> tuple[int, int, int, in
                 eq = re.search(r"= (\d+)$", piece)
                 stated = int(eq.group(1)) if eq else total
             ok &= stated == total
-        ok &= int(m.group(3)) == total % 10 and int(m.group(4)) == total // 10
+        ok &= int(m.group(3)) == total % 10 and int(m.group(4)) in (total // 10, 1 if total >= 20 else -1)
         lines += 1
         bad_sums += not ok
     return reads, bad_reads, lines, bad_sums
@@ -102,6 +104,7 @@ def analyse(tokenizer: Any, task: Task, ids: Sequence[int], finished: bool, corr
         tokens_after=max(0, think_end_tok - tt.tokens_ending_by(good.end)) if good else None,
     )
     rec.reads, rec.read_errors, rec.columns, rec.sum_errors = column_errors(split.think, task.operands)
+    rec.checked = CHECK_HEADER in split.think
     return rec, (tt.tokens_ending_by(first.end) if first else None)
 
 

@@ -297,7 +297,7 @@ def make_data(cfg: StoryConfig, d: Path) -> None:
         raise RuntimeError("could not draw enough distinct toy problems")
     write_jsonl(fresh[: cfg.calibration_tasks], d / "calibration.jsonl", prefix="calib")
     write_jsonl(fresh[cfg.calibration_tasks : cfg.calibration_tasks + cfg.train_tasks], d / "train.jsonl", prefix="train")
-    write_jsonl(evals, d / "eval.jsonl", prefix="eval")  # last: it marks the stage done
+    write_jsonl(evals, d / "heldout.jsonl", prefix="heldout")  # last: it marks the stage done
 
 
 def _eval_config(cfg: StoryConfig, model: str, out: Path, data: Path, *, temperature: float, n: int = 1,
@@ -463,6 +463,15 @@ def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
             "tokens_after_first_correct": sum(tafter) / len(tafter) if tafter else None,
             "finished": 100 * sum(r.finished for r in rs) / n,
         }
+        # the hard levels' mechanism: is the re-check there, and does it matter (first answer wrong)?
+        wrong_first = [r for r in rs if not r.first_answer_correct]
+        right_first = [r for r in rs if r.first_answer_correct]
+        out[g].update({
+            "rechecked": 100 * sum(r.checked for r in rs) / n,
+            "first_answer_wrong": 100 * len(wrong_first) / n,
+            "accuracy_first_wrong": 100 * sum(r.correct for r in wrong_first) / len(wrong_first) if wrong_first else None,
+            "accuracy_first_right": 100 * sum(r.correct for r in right_first) / len(right_first) if right_first else None,
+        })
     order = [f"L{k}" for k in LEVELS] + ["easy", "hard", "all"]
     return {k: out[k] for k in order if k in out}
 
@@ -673,6 +682,18 @@ def testbed_markdown(stats: dict[str, dict[str, dict[str, Any]]], targets: Seque
                 cells.append(c)
             md.append(f"| {LABELS.get(n, n)} | " + " | ".join(cells) + " |")
         md.append("")
+    if all("rechecked" in stats[n].get("hard", {}) for n in names):
+        md += ["## The hard levels' re-check", "",
+               "Hard-level responses: how many hold the real re-check (the columns again, operands reversed), how "
+               "often the first stated answer is wrong (the first pass passes a carry of 2 on as 1), and the accuracy "
+               "of each kind. A method that drops the check keeps its accuracy only where the first answer was right.",
+               "", "| method | re-checked % | first answer wrong % | acc. when it was wrong % | acc. when it was right % |",
+               "|---|---|---|---|---|"]
+        for n in names:
+            h = stats[n]["hard"]
+            md.append(f"| {LABELS.get(n, n)} | " + " | ".join(_f(h.get(k), 0) for k in (
+                "rechecked", "first_answer_wrong", "accuracy_first_wrong", "accuracy_first_right")) + " |")
+        md.append("")
     md += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in targets:
         met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -747,7 +768,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     check_probe(toy, cfg.probe_min_accuracy, model)
 
     d = out / "data"
-    st.run("data", d / "eval.jsonl", lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
+    st.run("data", d / "heldout.jsonl", lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
 
     # 2. base responses at the training temperature: calibration and reflection-model data
     base_train = out / "base_train_samples"
@@ -797,13 +818,13 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         item = (f"train/{m}", run_dir / "rearl_run.json", "train", (s, run_dir))
         (later if cfg.reflection_model == "toy" and METHODS[m]["revision"] else group).append(item)
     group.append(("eval/base", ev / "base" / "summary.json", "eval",
-                  (_eval_config(cfg, model, ev / "base", d / "eval.jsonl", temperature=cfg.eval_temperature),)))
+                  (_eval_config(cfg, model, ev / "base", d / "heldout.jsonl", temperature=cfg.eval_temperature),)))
     if cfg.train_reflector and cfg.reflection_model != "smollm2":
         src = reflector_source()
         # the longest stage first, so that the others fill the second core around it
         group.insert(0, ("reflector", reflector_dir / "eval.json", "reflector", (cfg, model, src, reflector_dir)))
     evals = [(f"eval/{m}", ev / m / "summary.json", "eval",
-              (_eval_config(cfg, str(out / "train" / m), ev / m, d / "eval.jsonl", temperature=cfg.eval_temperature,
+              (_eval_config(cfg, str(out / "train" / m), ev / m, d / "heldout.jsonl", temperature=cfg.eval_temperature,
                             reference=ev / "base"),)) for m in cfg.methods]
     if cfg.jobs > 1:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
@@ -829,7 +850,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     for n in names:
         tr = ot / f"{n}_traces.jsonl"
         st.run(f"measure/{n}", ot / f"{n}.json", lambda n=n, tr=tr: (
-            write_trace_file(ev / n, d / "eval.jsonl", tr), measure_files([str(tr)], model, ot / f"{n}.json")))
+            write_trace_file(ev / n, d / "heldout.jsonl", tr), measure_files([str(tr)], model, ot / f"{n}.json")))
     overthinking = {n: next(iter(json.loads((ot / f"{n}.json").read_text())["files"].values())) for n in names}
 
     # 6. report (always rebuilt: cheap)
@@ -842,7 +863,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     from rearl.eval.report import load_run, plot_training
 
     plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
-    stats = {n: level_stats(ev / n, d / "eval.jsonl") for n in names}
+    stats = {n: level_stats(ev / n, d / "heldout.jsonl") for n in names}
     toy_refl = json.loads((toy_dir / "eval.json").read_text()) if (toy_dir / "eval.json").exists() else None
     timing = {m: reflection_timing(out / "train" / m) for m in cfg.methods
               if METHODS[m]["revision"] and METHODS[m].get("reflection_model", cfg.reflection_model) != "oracle"}

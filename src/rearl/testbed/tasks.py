@@ -14,9 +14,10 @@ from the line that reads it, and the model learnt one positional shortcut per (l
 than the lookup: a build read "xa" wrong on 90% of L4 problems, always as 8 or 1, and every other
 tag right. Varying layouts leave content matching as the only rule that works.
 
-Levels differ in operand count and length, and in how error-prone the trace's *first pass* is
-(`slip`, used by `traces`): easy levels never slip, so their re-checks are redundant; hard levels
-forget carries, so a real re-check is worth its tokens.
+Levels differ in operand count and length, and in whether the trace's *first pass* slips
+(`slip`, used by `traces`): easy levels never slip, so their re-checks are redundant; on hard levels
+the first pass passes a carry of 2 on as 1, every time, so a real re-check is worth its tokens
+whenever a column reaches 20.
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ class Level:
     level: int
     operands: int
     digits: tuple[int, int]  # each operand has lo..hi digits, and at least one has hi
-    slip: float  # per column with a carry in: chance the first pass forgets that carry
+    # per column whose total reaches 20: chance the first pass passes its carry of 2 on as 1. Hard levels
+    # use 1.0: a slip the model always makes is one RL cannot sample its way out of (world v3's random
+    # slips, 25% per carried column, were unlearnt: 29% of the toy's hard first passes slipped, 9% after
+    # GRPO + length, which then dropped the re-check at no cost; docs/testbed.md#the-world)
+    slip: float
     # redundant re-checks after the (checked) answer: how often a sample of the toy LRM at the evaluation
     # temperature (SAMPLED_AT) makes 0, 1, 2, ... echoes; the generator draws `generator_echo_weights`
     echo_weights: tuple[float, ...]
     skip_check: float = 0.0  # hard levels: chance the trace skips its real re-check
     mid_check: float = 0.0  # per column: chance of a quick "wait , let me check" of its digit sum
+    # echo counts a previous world's toy LRM actually sampled at SAMPLED_AT, when they missed `echo_weights`:
+    # the generator's weights then get one correction step from them (`recalibrated_stops`)
+    measured_echo_weights: tuple[float, ...] = ()
 
     @property
     def hard(self) -> bool:
@@ -51,7 +59,10 @@ class Level:
 
     @property
     def generator_echo_weights(self) -> tuple[float, ...]:
-        return flattened_stops(self.echo_weights, SAMPLED_AT)
+        flat = flattened_stops(self.echo_weights, SAMPLED_AT)
+        if not self.measured_echo_weights:
+            return flat
+        return recalibrated_stops(flat, self.echo_weights, self.measured_echo_weights, SAMPLED_AT)
 
     @property
     def echoes(self) -> tuple[int, int]:
@@ -90,6 +101,50 @@ def flattened_stops(weights: Sequence[float], temperature: float) -> tuple[float
     return tuple(round(x, 6) for x in out)
 
 
+def _hazards(weights: Sequence[float]) -> list[float]:
+    """Stop-or-echo-again hazards h_k = w_k / (w_k + w_k+1 + ...) (1.0 once nothing is left)."""
+    out, rest = [], float(sum(weights))
+    for w in weights:
+        out.append(w / rest if rest > 1e-12 else 1.0)
+        rest -= w
+    return out
+
+
+def recalibrated_stops(generator: Sequence[float], target: Sequence[float], measured: Sequence[float],
+                       temperature: float) -> tuple[float, ...]:
+    """One correction step for the generator's echo weights, from the echo counts a toy trained on
+    `generator` actually sampled (`measured`) against the `target`.
+
+    `flattened_stops` assumes sampling maps a learnt hazard's log-odds z to z / T. Where the measured
+    hazard misses the target, move the generator's log-odds by T times the miss (the inverse slope of
+    that map): logit g' = logit g + T (logit h_target - logit h_measured). Measured hazards are clipped
+    to [0.02, 0.98] so a count seen once or never does not move a weight without bound.
+    """
+    import math
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    n = len(target)
+    hg, ht, hm = _hazards(generator), _hazards(target), _hazards(list(measured)[:n] + [0.0] * (n - len(measured)))
+    out, left = [], 1.0
+    for k in range(n):
+        if k == n - 1:
+            g = 1.0
+        else:
+            m = min(max(hm[k], 0.02), 0.98)
+            g = 1.0 / (1.0 + math.exp(-(logit(hg[k]) + temperature * (logit(ht[k]) - logit(m)))))
+        out.append(left * g)
+        left -= left * g
+    return tuple(round(x, 6) for x in out)
+
+
+# World v4 = v3 with (1) hard levels' slips made systematic: the first pass passes every carry of 2 on as
+# 1 (30% of L3 and 42% of L4 first passes), where v3 forgot any carry with probability 0.25 and RL
+# unlearnt it; (2) the easy levels' generator echo counts corrected once from what v3's toy sampled at
+# T=0.6 (`Level.measured_echo_weights`: it stopped after 1-2 echoes twice as often as the target, so
+# the easy removable share was 0.42 against 0.50 and below the hard levels').
 # World v3 = v2 with the echo counts flattened for sampling at T=0.6 (`flattened_stops`): v2's toy at T=0.6
 # overthought more than real traces (removable share 0.61 against the band 0.35-0.55, p10 0.09).
 # World v2 (docs/testbed.md#the-world), each choice from measuring real R1-distill traces with
@@ -99,19 +154,24 @@ def flattened_stops(weights: Sequence[float], temperature: float) -> tuple[float
 #   (real p90: 0.67-0.81);
 # * hard levels (3 operands, carries up to 2) slip; their real re-check is skipped in a quarter of
 #   the traces, which are then wrong whenever the first pass slipped: reflecting less on hard
-#   problems costs accuracy (what lets a length-only reward show the paper's failure mode);
+#   problems costs accuracy (what lets a length-only reward show the paper's failure mode; v4 makes
+#   the slip systematic so that this stays true after RL);
 # * every column may carry a quick check and every incoming carry a "but": reflection words inside
 #   the reasoning, not only after the answer (real density before/after the answer: about equal).
 # Operands have >= 2 digits (easy: one of 3-4): answers (>= 110) never equal a column's sum (<= 29),
 # so the oracle's mention finder cannot take a column line for the answer.
+# v3's toy at T=0.6 on its 100 held-out easy tasks (L1 and L2 pooled), 0..7 echoes; hard levels sampled at
+# or above their target's stops (0.76 vs 0.65 with none) and are left as they are.
+_EASY_SAMPLED_V3 = (0.16, 0.14, 0.22, 0.15, 0.11, 0.11, 0.07, 0.04)
+_EASY_ECHOES = (0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15)
 LEVELS: dict[int, Level] = {
-    1: Level(1, operands=2, digits=(2, 3), slip=0.0, echo_weights=(0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15),
-             mid_check=0.25),
-    2: Level(2, operands=2, digits=(3, 4), slip=0.0, echo_weights=(0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15),
-             mid_check=0.25),
-    3: Level(3, operands=3, digits=(2, 3), slip=0.25, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
+    1: Level(1, operands=2, digits=(2, 3), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=0.25,
+             measured_echo_weights=_EASY_SAMPLED_V3),
+    2: Level(2, operands=2, digits=(3, 4), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=0.25,
+             measured_echo_weights=_EASY_SAMPLED_V3),
+    3: Level(3, operands=3, digits=(2, 3), slip=1.0, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
              mid_check=0.15),
-    4: Level(4, operands=3, digits=(3, 4), slip=0.25, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
+    4: Level(4, operands=3, digits=(3, 4), slip=1.0, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
              mid_check=0.15),
 }
 EASY = tuple(k for k, v in LEVELS.items() if not v.hard)

@@ -8,9 +8,9 @@ A trace is a completion that follows the prompt ``<eos>Q : {problem} = ?\n<think
    ("Wait , let me check : 3 + 8 = 11 , yes ."). Then the answer statement, its own paragraph;
 2. on hard levels, unless the trace skips it (`Level.skip_check`), a real re-check: the columns
    again, operands in reverse order, carries included, then either "It matches ..." or "But X does
-   not match Y ..." and the corrected answer. The first pass of a hard level forgets a carry with
-   probability `Level.slip` per carried column, so this check is what makes the answer right, and
-   it cannot be done by copying the first pass;
+   not match Y ..." and the corrected answer. The first pass of a hard level passes a carry of 2 on
+   as 1 (`Level.slip`: always), so this check is what makes the answer right whenever a column
+   reaches 20, and it cannot be done by copying the first pass;
 3. 0-5 redundant re-checks ("echoes") that restate what is already known, each its own paragraph,
    opening with one reflection keyword (wait / but / alternatively / check / hmm ... but);
 4. ``\n</think>\n\n\boxed{N}``.
@@ -63,10 +63,12 @@ class Columns:
         return " ".join(PLACES[i] + str(d) for i, d in reversed(list(enumerate(self.digits))))
 
 
-def column_line(col: int, here: Sequence[tuple[str, int]], carry: int) -> tuple[str, int]:
+def column_line(col: int, here: Sequence[tuple[str, int]], carry: int,
+                carry_out: int | None = None) -> tuple[str, int]:
     """One column, its digits added one at a time, then the carry in:
     ``Now column b : xb3 + yb8 = 11 , + zb6 = 17 , but the carry 1 makes it 18 .\nI write 8 in b and
-    carry 1 to c .``; returns the text and the column's total."""
+    carry 1 to c .``; returns the text and the column's total. `carry_out` overrides the carry the
+    line passes on (a slip)."""
     place = PLACES[col]
     (t0, d0), rest = here[0], here[1:]
     total = d0
@@ -79,16 +81,17 @@ def column_line(col: int, here: Sequence[tuple[str, int]], carry: int) -> tuple[
     if carry:
         total += carry
         said += f" , but the carry {carry} makes it {total}"
-    return f"Now column {place} : {said} .\nI write {total % 10} in {place} and carry {total // 10} to {PLACES[col + 1]} .", total
+    out = total // 10 if carry_out is None else carry_out
+    return f"Now column {place} : {said} .\nI write {total % 10} in {place} and carry {out} to {PLACES[col + 1]} .", total
 
 
 def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float = 0.0,
                 rng: random.Random | None = None, mid_check: float = 0.0) -> Columns:
     """Column-by-column addition lines (`column_line`), ones first.
 
-    Each operand digit is written with its tag, as in the question. With `slip` > 0 each column
-    that has a carry in forgets it with that probability (the line then reads as if there were no
-    carry): a realistic first-pass error whose result is always wrong by carry * 10^column. With
+    Each operand digit is written with its tag, as in the question. With `slip` > 0 a column whose
+    total reaches 20 passes its carry of 2 on as 1 with that probability ("I write 3 in b and carry 1
+    to c"): a realistic first-pass error whose result is always wrong by 10^(column + 1). With
     `mid_check` > 0 a column is followed by a quick check of its digit sum with that probability
     (reflection words inside the reasoning: it checks the addition, never the carry, so it cannot
     catch a slip).
@@ -101,16 +104,17 @@ def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float =
     carry = 0
     for col in range(width):
         here = [(tag, int(s[-1 - col])) for tag, s in tagged if col < len(s)]
-        forgot = carry > 0 and slip > 0 and rng is not None and rng.random() < slip
-        if forgot:
+        total = sum(d for _, d in here) + carry
+        slips = total >= 20 and slip > 0 and (slip >= 1.0 or (rng is not None and rng.random() < slip))
+        if slips:
             slipped.append(col)
-        line, total = column_line(col, here, 0 if forgot else carry)
+        line, total = column_line(col, here, carry, 1 if slips else None)
         if mid_check > 0 and rng is not None and len(here) > 1 and rng.random() < mid_check:
             plain = sum(d for _, d in here)
             line += f"\nWait , let me check : {' + '.join(str(d) for _, d in here)} = {plain} , yes ."
         lines.append(line)
         digits.append(total % 10)
-        carry = total // 10
+        carry = 1 if slips else total // 10
         carries.append(carry)
     col = width
     while carry:  # the leading column holds only the carry
@@ -207,6 +211,9 @@ class Trace:
         return self.text.endswith(f"\\boxed{{{self.task.answer}}}")
 
 
+CHECK_HEADER = "Wait , let me check it again , adding from the bottom number up ."  # opens the real re-check
+
+
 def statement(c: Columns) -> str:
     return (f"All the columns are added now , and no carry is left over .\n"
             f"So the sum is {c.hinted} , and the answer is {c.value} .")
@@ -230,7 +237,7 @@ def make_trace(task: Task, rng: random.Random, sampled: bool = False) -> Trace:
         else:
             verdict += (f"\nBut {check.value} does not match {first.value} , so the first pass was wrong ."
                         f"\nThe correct answer is {check.value} .")
-        parts += in_parts(check.lines, "Wait , let me check it again , adding from the bottom number up .") + [verdict]
+        parts += in_parts(check.lines, CHECK_HEADER) + [verdict]
         final = check
     n_echo = rng.choices(range(len(lv.echo_weights)), lv.echo_weights if sampled else lv.generator_echo_weights)[0]
     for echo in rng.sample(ECHOES, n_echo):
