@@ -68,6 +68,11 @@ def test_init_keeps_the_toy_weights_and_scores(world, tmp_path):
     old = AutoModelForCausalLM.from_pretrained(toy_dir).get_input_embeddings().weight
     new = AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().weight
     assert new.shape[0] > old.shape[0] and torch.equal(new[: old.shape[0]], old)
+    # the new rows are the old rows' mean, the same on every run (a story's reflector is reproducible)
+    assert torch.allclose(new[old.shape[0]:], old.mean(0).expand(new.shape[0] - old.shape[0], -1))
+    torch.manual_seed(123)  # whatever the global RNG holds
+    again = AutoModelForCausalLM.from_pretrained(init_reflector(toy_dir, tmp_path / "init2")).get_input_embeddings().weight
+    assert torch.equal(again, new)
     sc = HFReflectionScorer(str(out))
     paras = paragraphs(traces[0].text)
     res = sc.score([tasks[0].problem], [paras], "forward")[0]

@@ -103,7 +103,14 @@ def init_reflector(toy_dir: str | Path, out: str | Path, max_positions: int | No
     tok = reflector_tokenizer(toy_tok)
     model = AutoModelForCausalLM.from_pretrained(str(toy_dir), dtype=torch.float32)
     old_rows = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    # new rows = the old rows' mean, exactly: transformers' mean_resizing draws them from a normal around
+    # it, unseeded, and two story runs then trained different reflectors (measured: REA-RL's policy
+    # differed between two runs whose every other stage was bitwise the same)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    with torch.no_grad():
+        embs = {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e is not None}
+        for e in embs.values():
+            e.weight[old_rows:] = e.weight[:old_rows].mean(0)
     if max_positions:
         model.config.max_position_embeddings = int(max_positions)
         tok.model_max_length = int(max_positions)
