@@ -137,15 +137,18 @@ def test_probe_gate_stops_a_model_that_did_not_learn():
 
 
 @pytest.mark.slow
-def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache):
+def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache, monkeypatch):
     """`rearl testbed run --quick`: every stage with the real code paths, then a rerun that skips them all."""
     from rearl.cli import main
 
-    out = tmp_path / "tb"
+    out = tmp_path.resolve() / "tb"
     cache = quick_toy_cache
-    args = ["testbed", "run", "--quick", "--out", str(out), "--toy-cache-dir", str(cache), "--no-progress",
+    monkeypatch.chdir(tmp_path)  # a relative --out, as make demo passes it
+    args = ["testbed", "run", "--quick", "--out", "tb", "--toy-cache-dir", str(cache), "--no-progress",
             "--threads", "1"]
     assert main(args) == 0
+    # the paths the stages record are absolute: the report reads them from any working directory
+    assert json.loads((out / "eval" / "grpo" / "summary.json").read_text())["run"]["tokenizer"] == str(out / "train" / "grpo")
     rep = out / "report"
     for f in ("testbed.md", "testbed.json", "report.md", "by_level.png", "accuracy_vs_tokens.png",
               "training_curves.png"):

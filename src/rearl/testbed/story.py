@@ -728,7 +728,9 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     from rearl.core.io import write_json_atomic, write_text_atomic
     from rearl.testbed.toy_model import build_toy_lrm, load_meta
 
-    out = Path(cfg.out)
+    # absolute: stages record model and tokenizer paths under it, and a relative one ("runs/testbed", as
+    # make demo passes) made the report fail from any other working directory (measured)
+    out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     old_cfg = out / "story.json"
     settings = asdict(cfg)
