@@ -770,7 +770,8 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     check_probe(toy, cfg.probe_min_accuracy, model)
 
     d = out / "data"
-    st.run("data", d / "heldout.jsonl", lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
+    heldout = d / "heldout.jsonl"  # make_data writes it last
+    st.run("data", heldout, lambda: (d.mkdir(parents=True, exist_ok=True), make_data(cfg, d)))
 
     # 2. base responses at the training temperature: calibration and reflection-model data
     base_train = out / "base_train_samples"
@@ -820,13 +821,13 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
         item = (f"train/{m}", run_dir / "rearl_run.json", "train", (s, run_dir))
         (later if cfg.reflection_model == "toy" and METHODS[m]["revision"] else group).append(item)
     group.append(("eval/base", ev / "base" / "summary.json", "eval",
-                  (_eval_config(cfg, model, ev / "base", d / "heldout.jsonl", temperature=cfg.eval_temperature),)))
+                  (_eval_config(cfg, model, ev / "base", heldout, temperature=cfg.eval_temperature),)))
     if cfg.train_reflector and cfg.reflection_model != "smollm2":
         src = reflector_source()
         # the longest stage first, so that the others fill the second core around it
         group.insert(0, ("reflector", reflector_dir / "eval.json", "reflector", (cfg, model, src, reflector_dir)))
     evals = [(f"eval/{m}", ev / m / "summary.json", "eval",
-              (_eval_config(cfg, str(out / "train" / m), ev / m, d / "heldout.jsonl", temperature=cfg.eval_temperature,
+              (_eval_config(cfg, str(out / "train" / m), ev / m, heldout, temperature=cfg.eval_temperature,
                             reference=ev / "base"),)) for m in cfg.methods]
     if cfg.jobs > 1:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
@@ -852,7 +853,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     for n in names:
         tr = ot / f"{n}_traces.jsonl"
         st.run(f"measure/{n}", ot / f"{n}.json", lambda n=n, tr=tr: (
-            write_trace_file(ev / n, d / "heldout.jsonl", tr), measure_files([str(tr)], model, ot / f"{n}.json")))
+            write_trace_file(ev / n, heldout, tr), measure_files([str(tr)], model, ot / f"{n}.json")))
     overthinking = {n: next(iter(json.loads((ot / f"{n}.json").read_text())["files"].values())) for n in names}
 
     # 6. report (always rebuilt: cheap)
@@ -865,7 +866,7 @@ def run_story(cfg: StoryConfig, progress: bool = True, log: Callable[[str], None
     from rearl.eval.report import load_run, plot_training
 
     plot_training([load_run(out / "train" / m, LABELS.get(m, m)) for m in cfg.methods], rep / "training_curves.png")
-    stats = {n: level_stats(ev / n, d / "heldout.jsonl") for n in names}
+    stats = {n: level_stats(ev / n, heldout) for n in names}
     toy_refl = json.loads((toy_dir / "eval.json").read_text()) if (toy_dir / "eval.json").exists() else None
     timing = {m: reflection_timing(out / "train" / m) for m in cfg.methods
               if METHODS[m]["revision"] and METHODS[m].get("reflection_model", cfg.reflection_model) != "oracle"}

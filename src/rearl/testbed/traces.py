@@ -104,14 +104,13 @@ def add_columns(operands: Sequence[int], *, reverse: bool = False, slip: float =
     carry = 0
     for col in range(width):
         here = [(tag, int(s[-1 - col])) for tag, s in tagged if col < len(s)]
-        total = sum(d for _, d in here) + carry
-        slips = total >= 20 and slip > 0 and (slip >= 1.0 or (rng is not None and rng.random() < slip))
+        digit_sum = sum(d for _, d in here)
+        slips = digit_sum + carry >= 20 and slip > 0 and (slip >= 1.0 or (rng is not None and rng.random() < slip))
         if slips:
             slipped.append(col)
         line, total = column_line(col, here, carry, 1 if slips else None)
         if mid_check > 0 and rng is not None and len(here) > 1 and rng.random() < mid_check:
-            plain = sum(d for _, d in here)
-            line += f"\nWait , let me check : {' + '.join(str(d) for _, d in here)} = {plain} , yes ."
+            line += f"\nWait , let me check : {' + '.join(str(d) for _, d in here)} = {digit_sum} , yes ."
         lines.append(line)
         digits.append(total % 10)
         carry = 1 if slips else total // 10
