@@ -49,7 +49,7 @@ def run(label: str, overrides: list[str], recipe: str, colocate: bool = False) -
         tr.train()
         hist = tr.state.log_history
     times = [h["step_time"] for h in hist if "step_time" in h]
-    keys = ("timing/generate_s", "timing/reflection_s", "timing/revision_s", "completions/mean_length",
+    keys = ("timing/generate_s", "timing/reflection_s", "timing/revision_s", "lengths/samples/mean",
             "revision/accept_rate", "revision/tokens_saved")
     parts = {k: round(statistics.median([h[k] for h in hist if k in h]), 3) for k in keys if any(k in h for h in hist)}
     print(f"  {label}: step seconds {[round(t, 2) for t in times]}" + (f"  medians {parts}" if parts else ""), flush=True)

@@ -59,7 +59,7 @@ def _launch(tmp_path: Path, tiny_model_dir: str, *extra: str) -> tuple[int, str,
         f"train_files=[{train}]", "use_cpu=true", "bf16=false", "dtype=float32",
         f"per_device_train_batch_size={PER_RANK}", f"num_generations={G2}", "max_completion_length=24",
         "revision_max_tokens=8", f"max_steps={STEPS}", "logging_steps=1", "save_strategy=no", "report_to=none",
-        "loss_type=bnpo", "beta=0.0", "short_trace_rule=none", "reflection_threshold=20",
+        "loss_type=dapo", "beta=0.0", "short_trace_rule=none", "reflection_threshold=20",
         "gradient_checkpointing=false", "learning_rate=1e-3", "temperature=1.0", *extra],
         "collective_steps": COLLECTIVE_STEPS}
     (tmp_path / "spec.json").write_text(json.dumps(spec))

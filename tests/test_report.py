@@ -157,3 +157,16 @@ def test_cli_eval_and_report(tmp_path, tiny_model_dir, shared, capsys):
     assert rc == 0 and "| run | 0.00 | 0.00 | 100.0% |" in capsys.readouterr().out
     assert main(["eval", "--model", tiny_model_dir, "--benchmarks", "gsm8k", "--n", "x", "--out", str(out)]) == 2
     assert main(["eval", "--model", tiny_model_dir, "--benchmarks", "nope", "--out", str(out)]) == 2
+
+
+def test_training_curves_plot_the_true_length(tmp_path):
+    """With lengths/samples/mean logged, the deflated completions/mean_length is not plotted."""
+    from rearl.eval.report import Run, plot_training
+
+    hist = [{"step": s, "reward": 0.1 * s, "completions/mean_length": 300 - s, "lengths/samples/mean": 400 - s,
+             "lengths/samples/max": 500, "lengths/revisions/mean": 200.0} for s in range(1, 4)]
+    keys = plot_training([Run(path=tmp_path, label="rea", log_history=hist)], tmp_path / "c.png")
+    assert keys[0] == "lengths/samples/mean" and "completions/mean_length" not in keys
+    assert "lengths/revisions/mean" in keys and "lengths/samples/max" not in keys
+    old = [{k: v for k, v in h.items() if not k.startswith("lengths/")} for h in hist]  # a run from before
+    assert plot_training([Run(path=tmp_path, label="old", log_history=old)], tmp_path / "d.png")[0] == "completions/mean_length"

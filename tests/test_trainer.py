@@ -108,7 +108,7 @@ def test_dropped_revision_is_out_of_the_loss(tiny_model_dir, tmp_path):
 
 
 def test_drop_needs_a_token_normalised_loss(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="token-normalised"):
+    with pytest.raises(ValueError, match="averages over rows"):
         make(tiny_model_dir, tmp_path, "loss_type=grpo")
 
 
@@ -266,3 +266,99 @@ def test_flaky_reflection_model_fails_only_its_samples(tiny_model_dir, tmp_path,
     for call, h in ((scorer.calls[0], logs[0]), (scorer.calls[2], logs[2])):
         assert 0 < sum(f for f, _ in call) < len(call)  # half failed on purpose...
         assert h["revision/accept_rate"] >= 0 and h["revision/failures"] < len(call)  # ...the rest were revised
+
+
+def _through_trl_micro_batches(tr, inputs, seed):
+    """One generation batch through TRL's own `_prepare_inputs` (rollout, shuffle, split into
+    steps_per_generation micro-batches) and `compute_loss`, gradients accumulated as in training."""
+    torch.manual_seed(seed)
+    tr._buffered_inputs, tr._step = None, 0
+    spg = tr.args.steps_per_generation
+    tr.current_gradient_accumulation_steps = spg
+    batches = []
+    for step in range(spg):
+        tr._step = step
+        batches.append(tr._prepare_inputs(inputs))
+    tr.model.zero_grad()
+    for b in batches:
+        tr.compute_loss(tr.model, b).backward()
+    return batches, [p.grad.detach().clone() for p in tr.model.parameters() if p.grad is not None]
+
+
+def _same(grads_a, grads_b):
+    return all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(grads_a, grads_b))
+
+
+def test_drop_is_exact_across_shuffled_micro_batches(tiny_model_dir, tmp_path):
+    """TRL shuffles the generation batch before splitting it into micro-batches. With loss_type dapo the
+    accumulated gradient equals that of the batch without the dropped revision, whatever row shares its
+    micro-batch; bnpo (per-micro-batch normalisation) gives the dropped row's partner more weight."""
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "per_device_train_batch_size=2", "gradient_accumulation_steps=2",
+                         "loss_type=dapo", "beta=0.04")
+    assert tr.args.steps_per_generation == 2
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    seen = []
+    rollout = tr._generate_and_score_completions
+    tr._generate_and_score_completions = lambda b: seen.append(rollout(b)) or seen[-1]
+    partners, bnpo_differs = set(), False
+    for seed in range(6):
+        tr.loss_type = "dapo"
+        batches, grads = _through_trl_micro_batches(tr, inputs, seed)
+        full = seen[-1]
+        assert (full["tool_mask"][3] * full["completion_mask"][3]).sum() == 0  # row 3: the dropped revision
+        keep = torch.tensor([0, 1, 2])
+        without = {k: v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == 4 else v for k, v in full.items()}
+        tr.model.zero_grad()
+        tr.compute_loss(tr.model, without).backward()  # one batch of the three surviving rows (cGA = spg: N tokens)
+        ref = [p.grad.detach().clone() for p in tr.model.parameters() if p.grad is not None]
+        assert _same(grads, ref), f"seed {seed}: dapo micro-batches differ from the batch without the dropped row"
+        for b in batches:  # which row shared the dropped row's micro-batch
+            rows = [int(r) for r in (b["tool_mask"] * b["completion_mask"]).sum(dim=1)]
+            if 0 in rows:
+                partners.add(max(rows))
+        tr.loss_type = "bnpo"
+        _, grads_bnpo = _through_trl_micro_batches(tr, inputs, seed)
+        bnpo_differs |= not _same(grads_bnpo, ref)
+    assert len(partners) >= 2  # the shuffle put different rows beside the dropped one
+    assert bnpo_differs
+
+
+def test_drop_refuses_bnpo_over_several_micro_batches(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="whole generation batch"):
+        make(tiny_model_dir, tmp_path, "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "loss_type=bnpo")
+    # one micro-batch per generation batch on one process: bnpo's normaliser is dapo's, accepted
+    make(tiny_model_dir, tmp_path, "loss_type=bnpo")
+    # duplicate_original drops nothing
+    make(tiny_model_dir, tmp_path, "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "loss_type=bnpo",
+         "failed_revision_policy=duplicate_original")
+
+
+def test_true_lengths_are_logged(tiny_model_dir, tmp_path):
+    """TRL's completions/mean_length sums the loss mask: a dropped revision counts as 0 tokens. The
+    lengths/* metrics log what the policy wrote."""
+    tr, inputs, tok = make(tiny_model_dir, tmp_path)
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)
+    n = [int(m.sum()) for m in out["completion_mask"]]  # rows: original_1, revised_1, original_2, revised_2 (dropped)
+    assert n[0] == len(tok(LONG, add_special_tokens=False)["input_ids"]) + 1
+    m = tr._metrics["train"]
+    assert m["lengths/samples/mean"][-1] == pytest.approx((n[0] + n[2]) / 2)
+    assert m["lengths/samples/min"][-1] == min(n[0], n[2]) and m["lengths/samples/max"][-1] == max(n[0], n[2])
+    assert m["lengths/samples/finished_mean"][-1] == pytest.approx((n[0] + n[2]) / 2)
+    assert m["lengths/samples/finished_share"][-1] == 1.0
+    assert m["lengths/revisions/mean"][-1] == n[1]
+    assert m["lengths/trained/mean"][-1] == pytest.approx((n[0] + n[1] + n[2]) / 3)
+    # what TRL logs: the dropped row as 0 tokens
+    assert m["completions/mean_length"][-1] == pytest.approx((n[0] + n[1] + n[2]) / 4)
+
+
+def test_true_lengths_without_revision_match_trl(tiny_model_dir, tmp_path):
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "revision=false", "num_generations=4")
+    tr.script_originals = [LONG, WRONG, LONG, WRONG]
+    out = tr._generate_and_score_completions(inputs)
+    m = tr._metrics["train"]
+    assert "lengths/revisions/mean" not in m
+    assert m["lengths/samples/mean"][-1] == pytest.approx(m["completions/mean_length"][-1])
+    assert m["lengths/samples/mean"][-1] == pytest.approx(float(out["completion_mask"].sum()) / 4)

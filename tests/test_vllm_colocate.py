@@ -121,7 +121,7 @@ def run(tiny_tied_dir, tmp_path_factory):
         f"output_dir={out}", "use_cpu=true", "bf16=false", "seed=0", "report_to=none", "save_strategy=no",
         "logging_steps=1", "gradient_checkpointing=false", f"max_steps={STEPS}", "learning_rate=1e-3",
         "per_device_train_batch_size=4", "num_generations=4", "max_completion_length=24", "revision_max_tokens=8",
-        f"temperature={TEMPERATURE}", "top_p=1.0", "top_k=0", "beta=0.0", "loss_type=bnpo",
+        f"temperature={TEMPERATURE}", "top_p=1.0", "top_k=0", "beta=0.0", "loss_type=dapo",
         "reflection_model=oracle", "reflection_reward=false", "length_reward=none", "short_trace_rule=none",
         "use_vllm=true", "vllm_mode=colocate", "vllm_max_model_length=512",
         "vllm_engine_kwargs={enforce_eager: true, enable_prefix_caching: true}",

@@ -253,10 +253,12 @@ def plot_interval_by_level(runs: Sequence[Run], budget: int, path: Path) -> list
 
 
 # What a reader looks at first; then everything else that matches _CURVE_KEYS, alphabetically.
-_FIRST = ("completions/mean_length", "rewards_raw/accuracy/mean", "completions/think_tokens", "reflection/density",
-          "revision/tokens_saved", "revision/accept_rate", "revision/accuracy", "reward")
+# The length first: `lengths/samples/mean` (the policy's own samples, rearl.train.trainer._log_lengths); older
+# runs only have TRL's `completions/mean_length`, which counts a dropped revision as 0 tokens.
+_FIRST = ("lengths/samples/mean", "completions/mean_length", "rewards_raw/accuracy/mean", "completions/think_tokens",
+          "reflection/density", "revision/tokens_saved", "revision/accept_rate", "revision/accuracy", "reward")
 # min/max/terminated variants of the length: noise next to the mean
-_SKIP = re.compile(r"(min|max)_(terminated_)?length$|mean_terminated_length$|std$")
+_SKIP = re.compile(r"(min|max)_(terminated_)?length$|mean_terminated_length$|std$|^lengths/.*/(min|max|finished_\w+)$")
 
 
 def curve_keys(history: Sequence[dict[str, Any]]) -> set[str]:
@@ -280,6 +282,8 @@ def plot_training(runs: Sequence[Run], path: Path) -> list[str]:
     """Reward, length and revision metrics against the step, one panel per logged key."""
     train = [r for r in runs if r.log_history]
     found = set().union(*(curve_keys(r.log_history) for r in train))
+    if "lengths/samples/mean" in found:
+        found.discard("completions/mean_length")  # deflated by dropped revisions: the true length is plotted
     keys = [k for k in _FIRST if k in found] + sorted(found - set(_FIRST))
     keys = keys[:_MAX_PANELS]
     if not keys:

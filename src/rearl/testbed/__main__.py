@@ -74,7 +74,7 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--temperature", type=float, default=None, help="sampling temperature of training")
     r.add_argument("--eval-temperature", type=float, default=None, help="sampling temperature of the evaluations")
     r.add_argument("--beta", type=float, default=None, help="KL coefficient")
-    r.add_argument("--loss-type", default=None, help="TRL loss_type (token-normalised: bnpo, dapo)")
+    r.add_argument("--loss-type", default=None, help="TRL loss_type (dapo or cispo: normalised over the generation batch, as failed_revision_policy drop needs)")
     r.add_argument("--prompts-per-step", type=int, default=None)
     r.add_argument("--group-size", type=int, default=None, help="G policy samples per prompt")
     r.add_argument("--max-tokens", type=int, default=None, help="generation budget (training and evaluation)")

@@ -80,7 +80,7 @@ class StoryConfig:
     # GRPO kept its accuracy and REA-RL gained 4.5 while cutting 27% of the tokens
     learning_rate: float = 5e-5
     beta: float = 0.04
-    loss_type: str = "bnpo"  # TRL's loss_type; token-normalised (bnpo, dapo) so dropped revisions are out of the loss
+    loss_type: str = "dapo"  # TRL's loss_type; normalised over the generation batch, so a dropped revision is exactly out of the loss
     # sampling temperature of training (and of the base responses that calibrate T). Measured on world v2's toy
     # LRM (200 held-out tasks): accuracy 25% at T=1.0 (column sums wrong in 23% of the columns), 54% at 0.6;
     # at T=1 most groups had no correct sample, so neither the accuracy nor the length reward had a signal

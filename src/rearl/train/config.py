@@ -107,11 +107,8 @@ class REARLConfig(GRPOConfig):
         g_eval = self.num_generations_eval or self.num_generations
         if self.revision and g_eval % 2:
             raise ValueError(f"with revision on, num_generations_eval ({g_eval}) must be even: G samples + G revisions")
-        if self.revision and self.failed_revision_policy == "drop" and self.loss_type in PER_SEQUENCE_LOSSES:
-            # A dropped row is masked out of the loss (all-zero mask); a loss that averages per sequence and
-            # then over rows still counts it in the row average, so "drop" would silently shrink the gradient.
-            raise ValueError(f"failed_revision_policy 'drop' needs a token-normalised loss_type (bnpo, dapo, cispo); "
-                             f"{self.loss_type!r} averages over rows and would count the dropped rows")
+        if self.revision and self.failed_revision_policy == "drop":
+            check_drop_loss(self)
         if self.reflection_reward and self.reflection_threshold is None and self.reflection_calibration is None:
             raise ValueError("reflection_reward needs reflection_threshold or reflection_calibration")
         check_whole_groups(self)
@@ -129,6 +126,30 @@ class REARLConfig(GRPOConfig):
 
 
 PER_SEQUENCE_LOSSES = ("grpo", "sapo", "dr_grpo", "luspo")
+GENERATION_BATCH_LOSSES = ("dapo", "cispo")  # normalised by the tokens of the whole generation batch
+
+
+def check_drop_loss(cfg: "REARLConfig", num_processes: int | None = None) -> None:
+    """`failed_revision_policy: drop` is exact only when a dropped row changes no other row's weight.
+
+    A dropped row has an all-zero loss mask. `dapo` / `cispo` divide each micro-batch's token sum by the
+    token count of the whole generation batch (all ranks): the loss is then the same as if the row had
+    never been sampled. `bnpo` divides by the micro-batch's own count, and TRL shuffles the generation
+    batch before splitting it into micro-batches, so a row that lands beside a dropped one gets more
+    weight per token (1 + L'/L against a kept partner of length L'); it is the same as dapo only when one process's
+    micro-batch is the whole generation batch. Per-sequence losses still count the dropped row in
+    their row average."""
+    if cfg.loss_type in GENERATION_BATCH_LOSSES:
+        return
+    procs = cfg.world_size if num_processes is None else num_processes
+    if cfg.loss_type == "bnpo" and cfg.steps_per_generation == 1 and procs <= 1:
+        return  # one micro-batch = the generation batch: bnpo's normaliser is dapo's
+    why = ("averages over rows and would count the dropped rows" if cfg.loss_type in PER_SEQUENCE_LOSSES else
+           f"normalises each micro-batch by its own tokens, so with steps_per_generation "
+           f"{cfg.steps_per_generation} and {procs} process(es) the rows that share a micro-batch with a dropped "
+           f"revision would get more weight")
+    raise ValueError(f"failed_revision_policy 'drop' needs a loss normalised over the whole generation batch "
+                     f"(loss_type dapo or cispo; docs/method.md#the-training-step); {cfg.loss_type!r} {why}")
 
 
 def check_whole_groups(cfg: "REARLConfig", num_processes: int | None = None) -> None:

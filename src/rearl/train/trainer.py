@@ -393,11 +393,54 @@ class REARLTrainer(GRPOTrainer):
             out["env_mask"] = masks
         return out
 
+    # -- true lengths ---------------------------------------------------------------------------
+    def _log_lengths(self, inputs: list[dict[str, Any]], completion_ids_list: list[list[int]], mode: str) -> None:
+        """The policy's own lengths, over every rank's rows. TRL's `completions/mean_length` (and min/max,
+        mean_terminated_length, num_tokens) sums the loss mask, so a dropped revision counts as 0 tokens and a
+        masked scaffold is missing: with REA-RL it reads shorter than what the policy wrote.
+
+        lengths/samples/*: the G parallel samples per prompt (all rows without revision) - the headline length.
+        lengths/revisions/mean: accepted revisions, whole (kept thinking + scaffold + finished answer); rows that
+        were dropped or replaced by a copy of their original are neither.
+        lengths/trained/mean: rows that reach the loss (every row but the dropped ones), whole."""
+        eos = set(self._eos_ids())
+        samples, revisions, trained = [], [], []
+        for inp, ids in zip(inputs, completion_ids_list):
+            n = len(ids)
+            is_rev = bool(inp.get("is_revision", False))
+            dropped, copied = bool(inp.get("revision_failed", False)), bool(inp.get("revision_replaced", False))
+            if not is_rev:
+                samples.append((n, bool(ids) and ids[-1] in eos))
+            elif not dropped and not copied:
+                revisions.append(n)
+            if not dropped:
+                trained.append(n)
+        finished = [n for n, f in samples if f]
+        big = 1e18
+        (n_s, sum_s, n_f, sum_f, n_r, sum_r, n_t, sum_t) = self._sum_over_ranks([
+            len(samples), sum(n for n, _ in samples), len(finished), sum(finished), len(revisions), sum(revisions),
+            len(trained), sum(trained)])
+        hi, neg_lo = self._max_over_ranks([max((n for n, _ in samples), default=-big),
+                                           -min((n for n, _ in samples), default=big)])
+        m = self._metrics[mode]
+        if n_s:
+            m["lengths/samples/mean"].append(sum_s / n_s)
+            m["lengths/samples/min"].append(-neg_lo)
+            m["lengths/samples/max"].append(hi)
+            m["lengths/samples/finished_share"].append(n_f / n_s)
+        if n_f:
+            m["lengths/samples/finished_mean"].append(sum_f / n_f)
+        if n_r:
+            m["lengths/revisions/mean"].append(sum_r / n_r)
+        if n_t:
+            m["lengths/trained/mean"].append(sum_t / n_t)
+
     # -- group policies -------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         a = self.rea_args
         mode = "train" if self.model.training else "eval"
+        self._log_lengths(inputs, completion_ids_list, mode)
         # TRL logs reward means after our NaN rows are applied; keep the raw means visible too.
         for k, name in enumerate(self.reward_func_names):
             col = rewards[:, k]
