@@ -41,6 +41,21 @@ def test_prompt_truncated_to_context(r1_tok):
     assert f"**[{p.n_shown}].**" in p.text and f"**[{p.n_shown + 1}].**" not in p.text
 
 
+def test_prompt_and_request_fit_the_context_together(r1_tok):
+    """The generate-mode request asks reply_budget(n_shown) tokens; prompt + request must fit the context
+    for every size (before: the prompt kept 8 per label free and the request asked 8 more, an HTTP 400)."""
+    from rearl.reflector.prompt import reply_budget
+
+    paras = [f"Paragraph {i} " + "word " * 30 + "." for i in range(20)]
+    full = build_prompt(r1_tok, "Q", paras)
+    exact = len(full.ids) + 8 * 20  # the old budget's exact fit: the whole trace
+    for context in range(exact - 3, exact + 12):
+        p = build_prompt(r1_tok, "Q", paras, max_prompt_tokens=context)
+        assert len(p.ids) + reply_budget(p.n_shown) <= context, context
+    assert build_prompt(r1_tok, "Q", paras, max_prompt_tokens=exact + 8).n_shown == 20
+    assert build_prompt(r1_tok, "Q", paras, max_prompt_tokens=exact + 7).n_shown == 19
+
+
 def test_target_format_matches_prefill():
     t = target_text(["Think", "Result", "Think"])
     assert t == "[1]. Think\n[2]. Result\n[3]. Think" and t.startswith(PREFILL)

@@ -197,6 +197,10 @@ def test_windowed_scorer_concatenates_windows_in_order(r1_tok):
     res = WindowedScorer(fake, window_tokens=2 * max(counts), tokenizer=r1_tok).score(["Q"], [paras])[0]
     assert fake.calls[0] == [paras[0:2], paras[2:4], paras[4:6]]
     assert res.p_result == [0.1, 0.1, 0.9, 0.0, 0.1, 0.9] and res.n_shown == 5 and res.error is None
+    # reflection_partial_labels: fail fires under windows too (the padded list used to hide the short window)
+    failed = WindowedScorer(fake, window_tokens=2 * max(counts), tokenizer=r1_tok, partial_labels="fail").score(
+        ["Q"], [paras])[0]
+    assert failed.p_result is None and "labelled 1 of the 2 paragraphs of window [2, 4)" in failed.error
 
 
 def test_window_follows_the_model_unless_given(tmp_path, r1_tok):
@@ -211,6 +215,14 @@ def test_window_follows_the_model_unless_given(tmp_path, r1_tok):
     w = windowed(inner, str(tmp_path), None, r1_tok)
     assert isinstance(w, WindowedScorer) and w.window_tokens == 512 and w.inner is inner
     assert windowed(inner, str(tmp_path), 0, r1_tok) is inner
+    # a served model: the window is read from its tokenizer's directory when that holds the model's metadata
+    w = windowed(inner, "http://x:8000", None, r1_tok, tokenizer=str(tmp_path))
+    assert isinstance(w, WindowedScorer) and w.window_tokens == 512
+    # ...and when it cannot be read, the whole trace is scored with a warning that says what to set
+    said = []
+    assert windowed(inner, "http://x:8000", None, r1_tok, tokenizer=None, warn=said.append) is inner
+    assert len(said) == 1 and "reflection_window_tokens" in said[0]
+    assert windowed(inner, "http://x:8000", 0, r1_tok, warn=said.append) is inner and len(said) == 1
 
 
 def test_detect_and_trainer_take_a_window_option():

@@ -362,3 +362,26 @@ def test_true_lengths_without_revision_match_trl(tiny_model_dir, tmp_path):
     assert "lengths/revisions/mean" not in m
     assert m["lengths/samples/mean"][-1] == pytest.approx(m["completions/mean_length"][-1])
     assert m["lengths/samples/mean"][-1] == pytest.approx(float(out["completion_mask"].sum()) / 4)
+
+
+def test_verifier_timeouts_are_logged_and_warned(tiny_model_dir, tmp_path, caplog):
+    """A check that times out scores 0 like a wrong answer: the step's timeouts are logged, and a rate above
+    verify_timeout_warn_rate is a warning."""
+    import logging
+
+    from rearl.core.verify import VerifierPool
+
+    tr, inputs, _ = make(tiny_model_dir, tmp_path)
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    tr._generate_and_score_completions(inputs)
+    m = tr._metrics["train"]
+    assert m["verify/timeouts"][-1] == 0 and m["verify/timeout_rate"][-1] == 0.0
+    with VerifierPool(workers=1, timeout=1e-6) as slow:  # every check overruns its deadline
+        tr.reward_funcs[0].pool = slow
+        with caplog.at_level(logging.WARNING, logger="rearl"):
+            out = tr._generate_and_score_completions(inputs)
+    assert m["rewards_raw/accuracy/mean"][-1] == 0.0  # LONG is right, but its check timed out
+    assert m["verify/timeouts"][-1] >= 3 and m["verify/timeout_rate"][-1] > 0.5
+    assert "timed out" in caplog.text and "REARL_VERIFY_TIMEOUT" in caplog.text
+    assert out["advantages"].shape[0] == 4

@@ -78,6 +78,21 @@ def cmd_train(a: argparse.Namespace) -> int:
     from rearl.train.config import load_config
     from rearl.train.run import train
 
+    if a.dry_run:
+        import yaml
+
+        from rearl.train.config import resolved_settings
+
+        try:
+            model_args, data_args, cfg = load_config(a.config, a.overrides)
+        except ValueError as e:
+            if "bf16/gpu" not in str(e):
+                raise
+            # a GPU recipe checked on a machine without one: transformers refuses bf16 there, the rest is checked
+            model_args, data_args, cfg = load_config(a.config, [*a.overrides, "use_cpu=true"])
+            print("# no GPU here: checked with use_cpu=true added (transformers refuses bf16 without a GPU)")
+        print(yaml.safe_dump(resolved_settings(model_args, data_args, cfg), sort_keys=False, allow_unicode=True), end="")
+        return 0
     model_args, data_args, cfg = load_config(a.config, a.overrides)
     last = train(model_args, data_args, cfg, resume=a.resume)
     print(f"saved: {cfg.output_dir}")
@@ -340,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="GRPO / REA-RL training from a recipe (recipes/*.yaml)")
     t.add_argument("--config", help="recipe YAML (flat keys: model, data and REARLConfig/GRPOConfig fields)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    t.add_argument("--dry-run", action="store_true",
+                   help="check the recipe and overrides (names, types, settings that do not go together) and print the "
+                        "resolved settings as YAML; loads no model, trains nothing")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="override any recipe key, e.g. max_steps=10")
     t.set_defaults(func=cmd_train)
 

@@ -15,6 +15,7 @@ from rearl.reflector.prompt import (
     build_prompt,
     build_skeleton,
     read_p_result,
+    reply_budget,
 )
 
 
@@ -127,7 +128,7 @@ class HFReflectionScorer:
         pad = tok.pad_token_id
         ids, mask = left_pad([p.ids for p in prompts], pad)
         width = ids.shape[1]
-        max_new = max(8 * p.n_shown for p in prompts) + 8
+        max_new = max(reply_budget(p.n_shown) for p in prompts)
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), do_sample=False,

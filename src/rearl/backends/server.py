@@ -24,6 +24,7 @@ from rearl.reflector.prompt import (
     build_prompt,
     build_skeleton,
     read_p_result,
+    reply_budget,
 )
 
 
@@ -153,7 +154,7 @@ class OpenAIReflectionScorer:
             prompt = build_prompt(self.tokenizer, problem, paragraphs, self.max_context)
             if mode == "generate":
                 # Token ids, not text: a server tokenizing the text would add its own BOS to the templated prompt.
-                r = self._complete({"prompt": list(prompt.ids), "max_tokens": 8 * prompt.n_shown + 8,
+                r = self._complete({"prompt": list(prompt.ids), "max_tokens": reply_budget(prompt.n_shown),
                                     "temperature": 0, "logprobs": self.top_k, "return_tokens_as_token_ids": True})
                 choice = r["choices"][0]
                 _, tops, _ = _positions(choice)

@@ -48,7 +48,7 @@ from rearl.eval.metrics import (
 from rearl.options import option
 
 DEFAULT_BENCHMARKS = ("gsm8k", "math500", "gaokao2023en", "amc23", "aime24")
-BACKENDS = ("auto", "hf", "vllm", "server")
+BACKENDS = ("auto", "hf", "lean", "vllm", "server")
 # Settings that change what gets sampled: a resumed run must keep them.
 _SAMPLING_KEYS = ("model", "lora", "temperature", "top_p", "top_k", "seed", "max_tokens", "prompt")
 
@@ -74,8 +74,9 @@ class EvalConfig:
     top_p: float = option(0.95, "nucleus sampling")
     top_k: int = option(0, "top-k sampling; 0 = off")
     seed: int = option(2, "sampling seed (each sample derives its own)")
-    backend: str = option("auto", "auto: server for a URL, else in-process transformers; vllm: offline engine (GPU)",
-                          choices=BACKENDS)
+    backend: str = option("auto", "auto: server for a URL, else in-process transformers (hf); lean: rearl's batched "
+                          "decoder for small Llama/Qwen2 models on CPU (same distribution, 1.7-2x faster); vllm: offline "
+                          "engine (GPU)", choices=BACKENDS)
     tokenizer: str | None = option(None, "tokenizer path for a served model (default: its name)")
     lora: str | None = option(None, "vLLM: a LoRA adapter directory applied to --model")
     batch_size: int = option(8, "transformers: samples per generate call; vLLM: at least 512 per engine call")
@@ -197,6 +198,10 @@ def make_policy(cfg: EvalConfig) -> Any:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    if kind == "lean":
+        from rearl.backends.lean import LeanPolicy
+
+        return LeanPolicy(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
     return HFPolicy(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 

@@ -57,11 +57,23 @@ class ReflectionPrompt:
     n_shown: int  # paragraphs that fit the context (the rest get no label)
 
 
+REPLY_TOKENS_PER_LABEL = 8  # "[i]. Result\n" and the like
+REPLY_SLACK = 8  # on top of the labels: what generate mode asks the server for beyond them
+
+
+def reply_budget(n_labels: int, per_label: int = REPLY_TOKENS_PER_LABEL) -> int:
+    """Tokens a generate-mode reply may take for `n_labels` labels: what the request asks (max_tokens) and
+    what `build_prompt` keeps free, so that prompt + request never exceed the server's context (a 400 there
+    is not retried: the revision would drop)."""
+    return per_label * n_labels + REPLY_SLACK
+
+
 def build_prompt(
     tokenizer: Any, problem: str, paragraphs: Sequence[str], max_prompt_tokens: int | None = None,
-    reply_tokens_per_label: int = 8,
+    reply_tokens_per_label: int = REPLY_TOKENS_PER_LABEL,
 ) -> ReflectionPrompt:
-    """Build the prompt, dropping trailing paragraphs until prompt + reply fit `max_prompt_tokens`.
+    """Build the prompt, dropping trailing paragraphs until prompt + reply (`reply_budget`) fit
+    `max_prompt_tokens`.
 
     The authors sent prompts longer than the server's context (docs/method.md#where-we-differ-from-the-authors-code); here a trace that does
     not fit is shortened instead, and positions still use the full paragraph count.
@@ -71,13 +83,13 @@ def build_prompt(
     while True:
         text = chat_prompt(tokenizer, problem, paragraphs[:k])
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if max_prompt_tokens is None or len(ids) + reply_tokens_per_label * k <= max_prompt_tokens or k <= 1:
+        if max_prompt_tokens is None or len(ids) + reply_budget(k, reply_tokens_per_label) <= max_prompt_tokens or k <= 1:
             break
-        over = len(ids) + reply_tokens_per_label * k - max_prompt_tokens
+        over = len(ids) + reply_budget(k, reply_tokens_per_label) - max_prompt_tokens
         # drop roughly enough paragraphs in one go, then refine one at a time
         avg = max(1, len(ids) // max(1, k))
         k = max(1, min(k - 1, k - over // (avg + reply_tokens_per_label)))
-    if max_prompt_tokens is not None and len(ids) + reply_tokens_per_label * k > max_prompt_tokens:
+    if max_prompt_tokens is not None and len(ids) + reply_budget(k, reply_tokens_per_label) > max_prompt_tokens:
         raise ValueError(f"the reflection prompt does not fit {max_prompt_tokens} tokens even with one paragraph")
     return ReflectionPrompt(text, list(ids), n, k)
 

@@ -13,7 +13,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     methods = list(METHODS) if a.methods == "all" else [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     given = {k: v for k, v in dict(
         out=a.out, seed=a.seed, methods=methods, steps=a.steps, learning_rate=a.learning_rate, beta=a.beta,
-        loss_type=a.loss_type, temperature=a.temperature, eval_temperature=a.eval_temperature, prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_tokens=a.max_tokens,
+        loss_type=a.loss_type, rollout_backend=a.rollout_backend, temperature=a.temperature, eval_temperature=a.eval_temperature, prompts_per_step=a.prompts_per_step, group_size=a.group_size, max_tokens=a.max_tokens,
         probe_min_accuracy=a.probe_min_accuracy,
         reflection_model=a.reflection_model, reflector_toy_steps=a.reflector_toy_steps, eval_per_level=a.eval_per_level, threads=a.threads, jobs=a.jobs,
         toy_sft_tokens=a.toy_sft_tokens, toy_budget_minutes=a.toy_budget_minutes, toy_cache_dir=a.toy_cache_dir,
@@ -26,6 +26,23 @@ def cmd_run(a: argparse.Namespace) -> int:
         met = "-" if t["met"] is None else ("met" if t["met"] else "MISSED")
         val = "-" if t["measured"] is None else f"{t['measured']:.1f}"
         print(f"  [{met:>6}] {t['target']}: {val}")
+    return 0
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from rearl.testbed.study import StudyConfig, run_study
+
+    story = {k: v for k, v in dict(learning_rate=a.learning_rate, beta=a.beta, temperature=a.temperature,
+                                   max_tokens=a.max_tokens, toy_cache_dir=a.toy_cache_dir, seed=a.seed,
+                                   reflection_model=a.reflection_model).items() if v is not None}
+    given = {k: v for k, v in dict(
+        out=a.out, steps=a.steps, prompts_per_step=a.prompts_per_step, eval_per_level=a.eval_per_level,
+        seeds_main=a.seeds_main, seeds_other=a.seeds_other, jobs=a.jobs, threads=a.threads, quick=a.quick,
+        methods=[m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None,
+    ).items() if v is not None}
+    cfg = StudyConfig(**given, story=story)
+    res = run_study(cfg, progress=not a.no_progress)
+    print(f"\nstudy: {cfg.out}/study.md ({res['n_tasks']} held-out tasks)")
     return 0
 
 
@@ -61,7 +78,7 @@ def cmd_tasks(a: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub: Any) -> None:
-    """Register run/build/measure/tasks on an argparse subparsers object."""
+    """Register run/study/build/measure/tasks on an argparse subparsers object."""
     r = sub.add_parser("run", help="the whole REA-RL story on the toy world: build, calibrate, the toy reflection "
                                    "model, GRPO / GRPO+len / REA-RL / REA-RL (oracle cut), eval, report (stages cached)")
     r.add_argument("--out", default=None, help="run directory (default runs/testbed; a rerun resumes)")
@@ -75,6 +92,9 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--eval-temperature", type=float, default=None, help="sampling temperature of the evaluations")
     r.add_argument("--beta", type=float, default=None, help="KL coefficient")
     r.add_argument("--loss-type", default=None, help="TRL loss_type (dapo or cispo: normalised over the generation batch, as failed_revision_policy drop needs)")
+    r.add_argument("--rollout-backend", default=None, choices=("lean", "hf"),
+                   help="in-process sampling of training and evaluation: lean (rearl's batched decoder, default) or hf "
+                        "(transformers' generate)")
     r.add_argument("--prompts-per-step", type=int, default=None)
     r.add_argument("--group-size", type=int, default=None, help="G policy samples per prompt")
     r.add_argument("--max-tokens", type=int, default=None, help="generation budget (training and evaluation)")
@@ -97,6 +117,30 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--toy-cache-dir", default=None)
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("study", help="every method with several training seeds on one large held-out set, paired "
+                                     "differences against the base and GRPO + length (stages cached)")
+    s.add_argument("--out", default="runs/testbed-study", help="study directory (a rerun resumes)")
+    s.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
+    s.add_argument("--methods", default=None, help="comma-separated (default: grpo, grpo_len, rea_rl, rea_rl_oracle, "
+                                                   "rea_rl_no_reflection_reward)")
+    s.add_argument("--seeds-main", type=int, default=None,
+                   help="training seeds of GRPO + length and both REA-RL variants (default 3)")
+    s.add_argument("--seeds-other", type=int, default=None, help="training seeds of the other methods (default 2)")
+    s.add_argument("--steps", type=int, default=None, help="RL steps per run (default 150)")
+    s.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step, x G=4 (default 8)")
+    s.add_argument("--eval-per-level", type=int, default=None, help="held-out tasks per level (default 250: 1,000 tasks)")
+    s.add_argument("--learning-rate", type=float, default=None)
+    s.add_argument("--beta", type=float, default=None, help="KL coefficient")
+    s.add_argument("--temperature", type=float, default=None, help="sampling temperature of training")
+    s.add_argument("--max-tokens", type=int, default=None, help="generation budget")
+    s.add_argument("--reflection-model", choices=["toy", "oracle", "smollm2"], default=None)
+    s.add_argument("--seed", type=int, default=None, help="seed of the toy, the tasks and the evaluation")
+    s.add_argument("--toy-cache-dir", default=None)
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads per job (default: cores / jobs)")
+    s.add_argument("--jobs", type=int, default=None, help="runs side by side (default 2)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_study)
 
     b = sub.add_parser("build", help="train (once) the toy overthinking LRM and print its directory")
     b.add_argument("--cache-dir", default=None)

@@ -109,18 +109,21 @@ def analyse(tokenizer: Any, task: Task, ids: Sequence[int], finished: bool, corr
 
 
 def _policy(model: Any, batch_size: int):
+    """A model directory's sampler: the lean decoder (the toy is a plain Llama; rearl.backends.lean), or the
+    policy object passed in."""
     from rearl.backends.hf import HFPolicy
+    from rearl.backends.lean import LeanPolicy
 
-    if isinstance(model, HFPolicy):
+    if isinstance(model, (HFPolicy, LeanPolicy)):
         return model
-    return HFPolicy(str(model), batch_size=batch_size)
+    return LeanPolicy(str(model), batch_size=batch_size)
 
 
 def sample_records(model: Any, tasks: Sequence[Task], *, temperature: float = 0.0, max_new_tokens: int = 512,
                    seed: int = 0, batch_size: int = 32, no_check: bool = True, progress: bool = True) -> list[Record]:
     """Sample one completion per task (through the chat template, as rearl's eval does) and analyse it.
 
-    `model` is a model directory or an `HFPolicy`.
+    `model` is a model directory, an `HFPolicy` or a `LeanPolicy`.
     """
     from tqdm.auto import tqdm
 

@@ -80,6 +80,13 @@ class StoryConfig:
     # GRPO kept its accuracy and REA-RL gained 4.5 while cutting 27% of the tokens
     learning_rate: float = 5e-5
     beta: float = 0.04
+    # in-process sampling of training and evaluation: "lean" (rearl.backends.lean, the same distribution as
+    # transformers' generate at 1.7-2x its speed on one core, bench/rollout_throughput.py) or "hf" (generate;
+    # every result up to world v4 was sampled with it)
+    rollout_backend: str = "lean"
+    # the RL runs' seed (sampling, data order); None: `seed`. The study trains several seeds from one toy, one
+    # set of tasks and one evaluation (rearl.testbed.study)
+    train_seed: int | None = None
     loss_type: str = "dapo"  # TRL's loss_type; normalised over the generation batch, so a dropped revision is exactly out of the loss
     # sampling temperature of training (and of the base responses that calibrate T). Measured on world v2's toy
     # LRM (200 held-out tasks): accuracy 25% at T=1.0 (column sums wrong in 23% of the columns), 54% at 0.6;
@@ -306,7 +313,7 @@ def _eval_config(cfg: StoryConfig, model: str, out: Path, data: Path, *, tempera
 
     return EvalConfig(model=model, out=str(out), benchmarks=[str(data)], n=n, max_tokens=cfg.max_tokens,
                       budgets=[cfg.max_tokens], temperature=temperature, top_p=1.0 if temperature >= 1 else 0.95,
-                      seed=cfg.seed, batch_size=32, threads=cfg.threads,
+                      seed=cfg.seed, batch_size=32, threads=cfg.threads, backend="lean" if cfg.rollout_backend == "lean" else "hf",
                       reference=str(reference) if reference else None)
 
 
@@ -359,6 +366,11 @@ def calibrate_traces(traces: Path, tokenizer_path: str, out: Path) -> dict[str, 
 
 
 # -- training -------------------------------------------------------------------------------------------
+def train_seed(cfg: StoryConfig) -> int:
+    """The RL runs' seed (sampling and data order); the toy, the tasks and the evaluation keep `seed`."""
+    return cfg.seed if cfg.train_seed is None else cfg.train_seed
+
+
 def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, threshold: float, reflector: str | None,
                    out: Path) -> dict[str, Any]:
     """The flat `rearl train` recipe of one method (written next to its run as config.yaml)."""
@@ -366,14 +378,14 @@ def train_settings(cfg: StoryConfig, method: str, model: str, data: Path, thresh
     gens = 2 * cfg.group_size if revision else cfg.group_size
     s: dict[str, Any] = {
         "model_name_or_path": model, "dtype": "float32",
-        "train_files": [str(data)], "data_seed": cfg.seed,
-        "use_cpu": True, "bf16": False, "seed": cfg.seed,
+        "train_files": [str(data)], "data_seed": train_seed(cfg),
+        "use_cpu": True, "bf16": False, "seed": train_seed(cfg),
         "learning_rate": cfg.learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": max(1, round(0.1 * cfg.steps)),
         "max_steps": cfg.steps,
         "per_device_train_batch_size": cfg.prompts_per_step * gens, "gradient_accumulation_steps": 1,
         "num_generations": gens, "max_completion_length": cfg.max_tokens,
         "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0,
-        "beta": cfg.beta, "loss_type": cfg.loss_type, "scale_rewards": "group",
+        "beta": cfg.beta, "loss_type": cfg.loss_type, "scale_rewards": "group", "rollout_backend": cfg.rollout_backend,
         "revision_scaffold": REVISION_SCAFFOLD, "revision_max_tokens": 16,
         # a trace cut at its last paragraph keeps it whole: the toy's last paragraph is often its answer, and the
         # authors' drop_last_part removed that line, failing about half the revisions (docs/testbed.md#measured)
@@ -422,9 +434,8 @@ def check_probe(meta: dict[str, Any], floor: float, model: str) -> None:
 
 
 # -- the testbed's own analysis ------------------------------------------------------------------------------
-def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
-    """Per level (and easy / hard / all): accuracy with its 95% half-width, tokens, reflections per
-    response, reflections and tokens after the first correct answer statement (exact for our format)."""
+def task_records(eval_dir: Path, data: Path) -> dict[str, Any]:
+    """Every held-out sample of an evaluation run, analysed (`rearl.testbed.stats.Record`), by sample key."""
     from transformers import AutoTokenizer
 
     from rearl.core.io import read_jsonl
@@ -437,13 +448,19 @@ def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
     budget = str(max(summary["budgets"]))
     correct = {s["key"]: bool(s["budgets"][budget]["correct"]) for _, s in read_jsonl(eval_dir / "scores.jsonl")}
     problems = {p["id"]: p for p in load_benchmark(str(data))}
-    recs = [rec for _, rec in read_jsonl(eval_dir / "samples.jsonl")]
+    out = {}
+    for _, rec in read_jsonl(eval_dir / "samples.jsonl"):
+        task = task_from_problem(problems[rec["id"]]["problem"])
+        out[rec["key"]], _ = analyse(tok, task, rec["ids"], rec["finished"], correct[rec["key"]])
+    return out
+
+
+def level_stats(eval_dir: Path, data: Path) -> dict[str, dict[str, Any]]:
+    """Per level (and easy / hard / all): accuracy with its 95% half-width, tokens, reflections per
+    response, reflections and tokens after the first correct answer statement (exact for our format)."""
     groups: dict[str, list[Any]] = {}
-    for rec in recs:
-        p = problems[rec["id"]]
-        task = task_from_problem(p["problem"])
-        r, _ = analyse(tok, task, rec["ids"], rec["finished"], correct[rec["key"]])
-        for g in (f"L{task.level}", "easy" if task.level in EASY else "hard", "all"):
+    for r in task_records(eval_dir, data).values():
+        for g in (f"L{r.level}", "easy" if r.level in EASY else "hard", "all"):
             groups.setdefault(g, []).append(r)
     out = {}
     for g, rs in groups.items():

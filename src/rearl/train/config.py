@@ -68,6 +68,11 @@ class REARLConfig(GRPOConfig):
         "help": "When the reflection model flags no Result paragraph: 'cap' (the authors' code: cut at the cap, "
                 "~5% from the end) or 'skip' (no revision; the row is handled as a failed revision)."})
     # -- generation --
+    rollout_backend: str = field(default="auto", metadata={
+        "help": "In-process sampling when use_vllm is off: 'hf' (transformers' generate), 'lean' (rearl's batched "
+                "KV-cache decoder for Llama/Qwen2-shaped models in full weights, rearl.backends.lean: 1.7-2x generate "
+                "on one CPU core, bench/rollout_throughput.py) or 'auto' (lean on CPU where it supports the model and "
+                "the sampling settings, else hf)."})
     vllm_engine_kwargs: dict[str, Any] | None = field(default=None, metadata={
         "help": "vLLM colocate mode: extra `vllm.LLM` arguments (e.g. {enable_prefix_caching: true, "
                 "enforce_eager: true}) on top of TRL's. On CPU the policy's dtype is added unless given "
@@ -79,6 +84,9 @@ class REARLConfig(GRPOConfig):
     require_think_close: bool | None = field(default=None, metadata={
         "help": "Score a completion without a closing think tag as wrong. None (default): on when the chat template "
                 "opens <think> in the prompt (R1-distill), where a completion cut off mid-thinking carries no tag."})
+    verify_timeout_warn_rate: float = field(default=0.01, metadata={
+        "help": "Warn when more than this share of a step's answer checks time out (a timed-out check scores 0; "
+                "logged as verify/timeouts and verify/timeout_rate every step)."})
     require_eos: bool = field(default=False, metadata={
         "help": "Score a completion that did not reach EOS (cut off by max_completion_length) as wrong."})
     length_reward: str = field(default="refined", metadata={"help": "'refined' (REA-RL), 'kimi' or 'none'."})
@@ -102,6 +110,7 @@ class REARLConfig(GRPOConfig):
         _check(self.reflection_partial_labels, ("fail", "think"), "reflection_partial_labels")
         _check(self.short_trace_rule, ("drop_last_part", "none"), "short_trace_rule")
         _check(self.revise_without_result, ("cap", "skip"), "revise_without_result")
+        _check(self.rollout_backend, ("auto", "hf", "lean"), "rollout_backend")
         if self.revision and self.num_generations % 2:
             raise ValueError(f"with revision on, num_generations ({self.num_generations}) must be even: G samples + G revisions")
         g_eval = self.num_generations_eval or self.num_generations
@@ -152,6 +161,25 @@ def check_drop_loss(cfg: "REARLConfig", num_processes: int | None = None) -> Non
                      f"(loss_type dapo or cispo; docs/method.md#the-training-step); {cfg.loss_type!r} {why}")
 
 
+def check_reflection_model(cfg: "REARLConfig", device_type: str, num_processes: int = 1) -> list[str]:
+    """Where the reflection model lives, checked at start (docs/training.md#where-the-reflection-model-lives).
+    An error for a GPU run left on the embedded default (SmolLM2-135M, a CPU test model, not a reflection model
+    trained for the policy); warnings, returned, for a local-path model that every training process loads."""
+    if not cfg.revision or cfg.reflection_model == "oracle":
+        return []
+    from rearl.backends import is_url
+
+    if cfg.reflection_model == "default" and device_type != "cpu":
+        raise ValueError(
+            "reflection_model is 'default' (the embedded SmolLM2-135M, a CPU test model) in a GPU run: set "
+            "reflection_model to your reflection model, served (`vllm serve MODEL --port 8001`, then "
+            "reflection_model: http://HOST:8001 and reflection_tokenizer: MODEL) or a local path")
+    if not is_url(cfg.reflection_model) and device_type != "cpu" and num_processes > 1:
+        return [f"reflection_model {cfg.reflection_model!r} is a local model: each of the {num_processes} training "
+                f"processes loads its own copy on its GPU; serving it once (vllm serve) saves that memory"]
+    return []
+
+
 def check_whole_groups(cfg: "REARLConfig", num_processes: int | None = None) -> None:
     """Each rank must hold whole groups (docs/training.md#several-processes). TRL only checks that the
     *global* generation batch is a multiple of `num_generations`; with several processes a group can
@@ -194,7 +222,7 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    train_files: list[str] = field(default_factory=list)  # JSONL with problem + answer fields
+    train_files: list[str] | str = field(default_factory=list)  # JSONL with problem + answer fields
     problem_field: str | None = None
     answer_field: str | None = None
     max_train_samples: int | None = None
@@ -237,8 +265,78 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def read_recipe(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A recipe's keys; `include: other.yaml` (or a list) pulls in shared keys first, this file wins."""
+def _field_types(cls) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: those fields are not type-checked
+        return {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
+
+
+def _accepts(tp: Any, value: Any) -> tuple[bool, str]:
+    """Whether `value` (as YAML read it) fits the annotation `tp`, and the type's plain name. Annotations
+    this does not know (enums, TRL's unions with classes) accept anything: their dataclass checks them."""
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        names, ok = [], False
+        for a in args:
+            if a is type(None):
+                ok |= value is None
+                names.append("null")
+                continue
+            good, name = _accepts(a, value)
+            ok |= good
+            names.append(name)
+        return ok, " or ".join(names)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        return value in choices, f"one of {choices}"
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        if not isinstance(value, list):
+            return False, f"a list ({'[a, b]' if inner is Any else '[' + _accepts(inner, None)[1] + ', ...]'})"
+        return all(_accepts(inner, v)[0] for v in value), f"a list of {_accepts(inner, None)[1]}"
+    if origin is dict or tp is dict:
+        return isinstance(value, dict), "a mapping ({key: value})"
+    if tp is bool:
+        return isinstance(value, bool), "a boolean (true or false)"
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if tp is str:
+        return isinstance(value, str), "a string"
+    if tp is Any:
+        return True, "anything"
+    return True, getattr(tp, "__name__", str(tp))
+
+
+def check_types(raw: dict[str, Any], sources: dict[str, str]) -> None:
+    """Every value against its dataclass field's type, when it is read: `revision=no` would otherwise be
+    the string 'no', which is truthy, and `max_steps=abc` would fail much later in a transformers traceback."""
+    hints: dict[str, Any] = {}
+    for cls in (REARLConfig, DataArgs, ModelArgs):
+        hints.update(_field_types(cls))
+    bad = []
+    for k, v in raw.items():
+        if k not in hints:
+            continue
+        ok, expected = _accepts(hints[k], v)
+        if not ok:
+            bad.append(f"{sources.get(k, 'defaults')}: {k}={v!r} ({type(v).__name__}) is not {expected}")
+    if bad:
+        raise ValueError("wrong type:\n  " + "\n  ".join(bad))
+
+
+def read_recipe(path: str | Path, _seen: tuple[str, ...] = (), sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """A recipe's keys; `include: other.yaml` (or a list) pulls in shared keys first, this file wins.
+    `sources`, when given, gets the file each key came from."""
     p = Path(path).resolve()
     if str(p) in _seen:
         raise ValueError(f"{p}: include cycle")
@@ -250,22 +348,56 @@ def read_recipe(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]
     inc = loaded.pop("include", None) or []
     out: dict[str, Any] = {}
     for i in [inc] if isinstance(inc, str) else inc:
-        out.update(read_recipe(p.parent / i, _seen + (str(p),)))
+        out.update(read_recipe(p.parent / i, _seen + (str(p),), sources))
     out.update(loaded)
+    if sources is not None:
+        sources.update({k: f"recipe {p}" for k in loaded})
     return out
+
+
+def resolved_settings(model: ModelArgs, data: DataArgs, cfg: REARLConfig) -> dict[str, Any]:
+    """What a run will use: every model, data and REA-RL setting, and the TRL / transformers settings that
+    differ from GRPOConfig's defaults (`rearl train --dry-run`)."""
+    def plain(v: Any) -> Any:
+        import enum
+
+        if isinstance(v, enum.Enum):
+            return plain(v.value)
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            return type(v)(v) if v is not None and type(v) not in (bool, int, float, str) else v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return str(getattr(v, "value", v))
+
+    ours = {f.name for f in dataclasses.fields(REARLConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
+    base = GRPOConfig(output_dir=cfg.output_dir, use_cpu=cfg.use_cpu, bf16=cfg.bf16)
+    trl = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(GRPOConfig) if f.init
+           and getattr(cfg, f.name, None) != getattr(base, f.name, None)}
+    return {
+        "model": {k: plain(v) for k, v in dataclasses.asdict(model).items()},
+        "data": {k: plain(v) for k, v in dataclasses.asdict(data).items()},
+        "rea_rl": {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(REARLConfig) if f.name in ours},
+        "trl (differs from GRPOConfig's defaults)": {k: plain(v) for k, v in sorted(trl.items())},
+    }
 
 
 def load_config(path: str | None, overrides: Sequence[str] = (), **defaults: Any) -> tuple[ModelArgs, DataArgs, REARLConfig]:
     """Read a recipe (flat YAML) plus `key=value` overrides into the three argument dataclasses."""
     raw: dict[str, Any] = dict(defaults)
+    sources: dict[str, str] = {}
     if path:
-        raw.update(read_recipe(path))
-    raw.update(parse_overrides(overrides))
+        raw.update(read_recipe(path, sources=sources))
+    over = parse_overrides(overrides)
+    raw.update(over)
+    sources.update({k: "command line" for k in over})
     m_keys, d_keys, t_keys = _fields(ModelArgs), _fields(DataArgs), _fields(REARLConfig)
     unknown = sorted(set(raw) - m_keys - d_keys - t_keys)
     if unknown:
         where = f"{path}" if path else "overrides"
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    check_types(raw, sources)
     model = ModelArgs(**{k: v for k, v in raw.items() if k in m_keys})
     data = DataArgs(**{k: v for k, v in raw.items() if k in d_keys})
     if isinstance(data.train_files, str):

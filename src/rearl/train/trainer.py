@@ -131,6 +131,14 @@ class REARLTrainer(GRPOTrainer):
                              processing_class=processing_class, **kwargs)
         self.vllm_weight_sync = vllm_sync.install(self)  # colocate on CPU: TRL's sync replaced; else None
         self.reflection_scorer = reflection_scorer
+        if reflection_scorer is None:
+            import logging
+
+            from rearl.train.config import check_reflection_model
+
+            for w in check_reflection_model(args, self.accelerator.device.type, self.accelerator.num_processes):
+                if self.accelerator.is_main_process:
+                    logging.getLogger("rearl").warning(w)
         if args.revision and args.reflection_model != "oracle" and reflection_scorer is None:
             from rearl.backends import reflection_scorer as make_scorer
 
@@ -140,8 +148,13 @@ class REARLTrainer(GRPOTrainer):
             from rearl.reflector.window import windowed
 
             # a window-trained reflection model scores as it was trained (paragraphs within its token budget)
+            import logging
+
             self.reflection_scorer = windowed(self.reflection_scorer, args.reflection_model,
-                                              args.reflection_window_tokens, processing_class)
+                                              args.reflection_window_tokens, processing_class,
+                                              tokenizer=args.reflection_tokenizer,
+                                              partial_labels=args.reflection_partial_labels,
+                                              warn=logging.getLogger("rearl").warning)
         self._tags = ThinkTags.from_tokenizer(self.processing_class)
         self._require_close = require_close(args, self.processing_class)
         for f in self.reward_funcs:  # the model may stop on more EOS ids than the tokenizer names
@@ -161,13 +174,44 @@ class REARLTrainer(GRPOTrainer):
             return self._sample_vllm(prompt_ids, n, max_new_tokens)
         return self._sample_hf(prompt_ids, n, max_new_tokens)
 
+    def _lean_decoder(self, model: Any) -> Any:
+        """The lean decoder for `model` when `rollout_backend` asks for it (None: transformers' generate)."""
+        a = self.rea_args
+        if a.rollout_backend == "hf":
+            return None
+        from rearl.backends.lean import LeanDecoder, supports
+
+        why = supports(model)
+        if why is None and a.repetition_penalty != 1.0:
+            why = "repetition_penalty is not 1"
+        if a.rollout_backend == "auto" and (why or self.accelerator.device.type != "cpu"):
+            return None
+        if why:
+            raise ValueError(f"rollout_backend 'lean' cannot sample this policy: {why}; use rollout_backend: hf")
+        cached = getattr(self, "_lean", None)
+        if cached is None or cached.model is not model:
+            self._lean = cached = LeanDecoder(model)
+        return cached
+
     def _sample_hf(self, prompt_ids: list[list[int]], n: int, max_new_tokens: int) -> list[Sample]:
         tok = self.processing_class
         model = self.accelerator.unwrap_model(self.model)
+        lean = self._lean_decoder(model)
+        a = self.rea_args
+        if lean is not None:
+            sample = a.temperature > 0
+            was_training = model.training
+            model.eval()
+            try:
+                out = lean.generate([p for p in prompt_ids for _ in range(n)], max_new_tokens, self._eos_ids(),
+                                    temperature=a.temperature if sample else 0.0, top_k=a.top_k or 0,
+                                    top_p=a.top_p, min_p=a.min_p or 0.0)
+            finally:
+                model.train(was_training)
+            return [Sample(ids, finished) for ids, finished in out]
         pad = tok.pad_token_id if tok.pad_token_id is not None else self._eos_ids()[0]
         ids, mask = left_pad([p for p in prompt_ids for _ in range(n)], pad)
         width = ids.shape[1]
-        a = self.rea_args
         sample = a.temperature > 0
         was_training = model.training
         model.eval()
@@ -435,12 +479,43 @@ class REARLTrainer(GRPOTrainer):
         if n_t:
             m["lengths/trained/mean"].append(sum_t / n_t)
 
+    # -- answer checking --------------------------------------------------------------------------
+    def _log_verifier(self, mode: str) -> None:
+        """Answer checks of this step (the rewards' and the revisions'), over all ranks: a check that times out
+        scores 0 like a wrong answer, so timeouts must be seen. `verify/timeouts`, `verify/timeout_rate`
+        (timeouts / checks) and `verify/worker_deaths`; a rate above `verify_timeout_warn_rate` is logged as a
+        warning with what to do."""
+        from rearl.core.verify import default_pool
+
+        pools = {id(p): p for p in [getattr(f, "pool", None) for f in self.reward_funcs] + [default_pool()] if p is not None}
+        seen = getattr(self, "_verify_seen", {})
+        now = {k: dict(p.stats) for k, p in pools.items()}
+        delta = {key: sum(now[k].get(key, 0) - seen.get(k, {}).get(key, 0) for k in now) for key in ("done", "timeouts", "died")}
+        self._verify_seen = now
+        done, timeouts, died = self._sum_over_ranks([delta["done"], delta["timeouts"], delta["died"]])
+        checks = done + timeouts
+        m = self._metrics[mode]
+        m["verify/timeouts"].append(timeouts)
+        m["verify/timeout_rate"].append(timeouts / checks if checks else 0.0)
+        m["verify/worker_deaths"].append(died)
+        limit = self.rea_args.verify_timeout_warn_rate
+        if checks and timeouts / checks > limit and self.accelerator.is_main_process:
+            import logging
+
+            timeout = next(iter(pools.values())).timeout
+            logging.getLogger("rearl").warning(
+                "answer checking: %d of %d checks timed out this step (%.1f%% > verify_timeout_warn_rate %.1f%%); a "
+                "timed-out answer scores 0 like a wrong one. The workers get too little CPU (offloaded optimizer, "
+                "vLLM on the same cores?) or the timeout (%gs, REARL_VERIFY_TIMEOUT) is too short",
+                int(timeouts), int(checks), 100 * timeouts / checks, 100 * limit, timeout)
+
     # -- group policies -------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         a = self.rea_args
         mode = "train" if self.model.training else "eval"
         self._log_lengths(inputs, completion_ids_list, mode)
+        self._log_verifier(mode)
         # TRL logs reward means after our NaN rows are applied; keep the raw means visible too.
         for k, name in enumerate(self.reward_func_names):
             col = rewards[:, k]

@@ -1,0 +1,61 @@
+"""`rearl testbed study --quick`: shared stages once, methods x seeds from the same start, paired statistics."""
+
+import json
+
+import pytest
+import yaml
+
+from rearl.testbed.study import MAIN_METHODS, StudyConfig
+
+
+def test_seeds_per_method():
+    cfg = StudyConfig(seeds_main=3, seeds_other=2)
+    assert cfg.seeds("rea_rl") == [0, 1, 2] and cfg.seeds("grpo") == [0, 1]
+    assert set(MAIN_METHODS) == {"grpo_len", "rea_rl", "rea_rl_oracle"}
+
+
+@pytest.mark.slow
+def test_quick_study_end_to_end(tmp_path, quick_toy_cache):
+    from rearl.testbed.study import run_study
+
+    out = tmp_path / "st"
+    cfg = StudyConfig(out=str(out), methods=["grpo", "grpo_len", "rea_rl_oracle"], seeds_main=2, seeds_other=1,
+                      steps=2, prompts_per_step=2, eval_per_level=2, quick=True, jobs=1, threads=1, bootstrap=200,
+                      story={"toy_cache_dir": str(quick_toy_cache), "train_reflector": False,
+                             "reflection_model": "oracle", "group_size": 2})
+    res = run_study(cfg, progress=False, log=lambda *_: None)
+    recs = {(r["method"], r["seed"]): r for r in res["records"]}
+    assert set(recs) == {("base", None), ("grpo", 0), ("grpo_len", 0), ("grpo_len", 1), ("rea_rl_oracle", 0),
+                         ("rea_rl_oracle", 1)}
+    assert all(r["n_tasks"] == 8 for r in recs.values())  # the same 8 held-out tasks for everyone
+    for (m, s), r in recs.items():
+        if m == "base":
+            continue
+        assert r["vs_base"]["accuracy_all"]["n"] == 8 and r["vs_base"]["accuracy_hard"]["n"] == 4
+        assert ("vs_grpo_len" in r) == (m != "grpo_len")
+        lo, hi = r["vs_base"]["tokens"]["ci95"]
+        assert lo <= r["vs_base"]["tokens"]["diff"] <= hi
+        need = r["hard_recheck"]
+        assert need["n_needed"] + need["n_not_needed"] == 4
+    # every run starts from the same toy; a seed sets sampling and data order, the same for every method
+    cfgs = {(m, s): yaml.safe_load((out / f"seed{s}" / "train" / m / "config.yaml").read_text())
+            for m, s in recs if m != "base"}
+    assert len({c["model_name_or_path"] for c in cfgs.values()}) == 1
+    assert all(c["seed"] == s and c["data_seed"] == s for (m, s), c in cfgs.items())
+    # every evaluation samples with the same seed on the same tasks as the base's
+    runs = [json.loads((out / f"seed{s}" / "eval" / m / "summary.json").read_text())["run"] for m, s in cfgs]
+    base = json.loads((out / "shared" / "eval" / "base" / "summary.json").read_text())["run"]
+    assert {r["seed"] for r in runs} == {base["seed"]}
+    agg = res["methods"]["rea_rl_oracle"]
+    assert agg["seeds"] == [0, 1] and agg["vs_base"]["accuracy_all"]["seeds"] == 2
+    assert (out / "study.md").read_text().count("| REA-RL (oracle cut) |") == 2
+    assert (out / "study.png").stat().st_size > 0
+    on_disk = json.loads((out / "study.json").read_text())
+    assert on_disk["config"]["steps"] == 2 and "shared" in on_disk["stages"]
+
+    # a rerun skips every finished stage
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("rearl_run.json")}
+    run_study(cfg, progress=False, log=lambda *_: None)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    with pytest.raises(ValueError, match="other settings"):
+        run_study(StudyConfig(**{**cfg.__dict__, "steps": 3}), progress=False, log=lambda *_: None)
