@@ -89,3 +89,24 @@ def test_reflection_model_placement():
     assert check_reflection_model(served, "cuda", 4) == []
     _, _, oracle = load_config(CPU, ["reflection_model=oracle"])
     assert check_reflection_model(oracle, "cuda", 4) == []
+
+
+def test_zero3_is_refused_at_start(tmp_path):
+    """Checked where a run starts (REARLConfig.__post_init__); DeepSpeed itself is not installed here, so the
+    accelerate-launch environment is passed in."""
+    import json
+
+    from rearl.train.config import check_not_zero3, zero_stage
+
+    _, _, cfg = load_config(CPU, [])
+    launch3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+    with pytest.raises(ValueError, match="ZeRO-3 is not supported"):
+        check_not_zero3(cfg, env=launch3)
+    check_not_zero3(cfg, env={**launch3, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})
+    assert zero_stage(cfg, env={}) is None
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    cfg.deepspeed = str(ds)
+    assert zero_stage(cfg, env={}) == 3
+    with pytest.raises(ValueError, match="zero2.yaml"):
+        check_not_zero3(cfg, env={})

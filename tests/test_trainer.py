@@ -385,3 +385,33 @@ def test_verifier_timeouts_are_logged_and_warned(tiny_model_dir, tmp_path, caplo
     assert m["verify/timeouts"][-1] >= 3 and m["verify/timeout_rate"][-1] > 0.5
     assert "timed out" in caplog.text and "REARL_VERIFY_TIMEOUT" in caplog.text
     assert out["advantages"].shape[0] == 4
+
+
+def test_sampling_drift_is_logged_without_the_correction(tiny_model_dir, tmp_path):
+    """With vLLM and vllm_importance_sampling_correction off, the trainer-vs-sampler log-prob difference TRL
+    no longer logs is logged per token and per sequence (what the correction would have multiplied by)."""
+    tr, inputs, _ = make(tiny_model_dir, tmp_path, "beta=0.0")
+    tr.script_originals = [LONG, WRONG]
+    tr.script_revisions = ["\\boxed{42}", "\\boxed{41}"]
+    out = tr._generate_and_score_completions(inputs)
+    mask = out["tool_mask"] * out["completion_mask"]
+    with torch.no_grad():
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        logps, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, att, out["completion_ids"].size(1))
+    out["sampling_per_token_logps"] = logps - 0.01  # a sampler 0.01 nats per token below the trainer
+    tr.use_vllm, tr.vllm_importance_sampling_correction = True, False
+    tr.current_gradient_accumulation_steps = 1
+    tr.compute_loss(tr.model, out)
+    m = tr._metrics["train"]
+    lengths = mask.sum(dim=1)
+    live = lengths[lengths > 0].double()
+    assert m["sampling/logprob_diff/token_mean"][-1] == pytest.approx(0.01, abs=1e-5)
+    assert m["sampling/logprob_diff/seq_mean"][-1] == pytest.approx(0.01 * float(live.mean()), rel=1e-3)
+    assert m["sampling/logprob_diff/seq_max"][-1] == pytest.approx(0.01 * float(live.max()), rel=1e-3)
+    assert m["sampling/seq_ratio_if_corrected/mean"][-1] == pytest.approx(float((0.01 * live).exp().mean()), rel=1e-3)
+    tr.vllm_importance_sampling_correction = True  # then TRL logs its own ratio; ours stays out
+    n = len(m["sampling/logprob_diff/token_mean"])
+    out["importance_sampling_ratio"] = torch.ones_like(logps)
+    tr.compute_loss(tr.model, out)
+    assert len(m["sampling/logprob_diff/token_mean"]) == n

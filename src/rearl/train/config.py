@@ -121,6 +121,7 @@ class REARLConfig(GRPOConfig):
         if self.reflection_reward and self.reflection_threshold is None and self.reflection_calibration is None:
             raise ValueError("reflection_reward needs reflection_threshold or reflection_calibration")
         check_whole_groups(self)
+        check_not_zero3(self)
 
     @property
     def groups_must_stay_whole(self) -> bool:
@@ -178,6 +179,35 @@ def check_reflection_model(cfg: "REARLConfig", device_type: str, num_processes: 
         return [f"reflection_model {cfg.reflection_model!r} is a local model: each of the {num_processes} training "
                 f"processes loads its own copy on its GPU; serving it once (vllm serve) saves that memory"]
     return []
+
+
+def zero_stage(cfg: "REARLConfig", env: Any = None) -> int | None:
+    """The DeepSpeed ZeRO stage this run would use: from `accelerate launch` (its environment) or from the
+    config's own `deepspeed` setting (a JSON path or a dict); None without DeepSpeed."""
+    import json
+    import os
+
+    env = os.environ if env is None else env
+    if str(env.get("ACCELERATE_USE_DEEPSPEED", "")).lower() == "true" and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        return int(env["ACCELERATE_DEEPSPEED_ZERO_STAGE"])
+    ds = getattr(cfg, "deepspeed", None)
+    if isinstance(ds, str) and ds.endswith(".json") and Path(ds).exists():
+        ds = json.loads(Path(ds).read_text())
+    if isinstance(ds, dict):
+        stage = (ds.get("zero_optimization") or {}).get("stage")
+        return int(stage) if stage is not None else None
+    return None
+
+
+def check_not_zero3(cfg: "REARLConfig", env: Any = None) -> None:
+    """ZeRO-3 is refused at start (docs/training.md#several-processes): it partitions the parameters, so
+    merging the LoRA adapter into the policy at the end reads empty shards, and with in-process generation a
+    rank with no revision to write (a reflection outage, `revise_without_result: skip`) skips a generate call
+    the other ranks wait for in ZeRO-3's synchronised generation: a hang."""
+    if zero_stage(cfg, env) == 3:
+        raise ValueError("DeepSpeed ZeRO-3 is not supported by rearl train yet (the LoRA merge at the end and the "
+                         "revision step's generation both break under partitioned parameters); use ZeRO-2 "
+                         "(recipes/accelerate/zero2.yaml, the authors' setting) or DDP")
 
 
 def check_whole_groups(cfg: "REARLConfig", num_processes: int | None = None) -> None:

@@ -479,6 +479,46 @@ class REARLTrainer(GRPOTrainer):
         if n_t:
             m["lengths/trained/mean"].append(sum_t / n_t)
 
+    # -- sampler vs trainer log-probs -------------------------------------------------------------
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if torch.is_grad_enabled():  # the loss's forward: kept for _log_sampling_drift
+            self._loss_logps = out[0]
+        return out
+
+    def _compute_loss(self, model, inputs):
+        self._loss_logps = None
+        loss = super()._compute_loss(model, inputs)
+        if (self.use_vllm and not self.vllm_importance_sampling_correction and self._loss_logps is not None
+                and inputs.get("sampling_per_token_logps") is not None):
+            self._log_sampling_drift(self._loss_logps.detach(), inputs)
+        self._loss_logps = None
+        return loss
+
+    def _log_sampling_drift(self, logps: torch.Tensor, inputs: dict[str, Any]) -> None:
+        """With vLLM and the importance-sampling correction off (the recipes), TRL logs no ratio: log what it
+        would have been. Per token: trainer log-prob - sampler log-prob over the loss mask; per sequence: their
+        sum (TRL's default sequence-level mode multiplies each sequence's loss by its exp). A sum that drifts with
+        length (a top-k-renormalised sampler log-prob, for instance) would be a length-dependent weight
+        (docs/training.md#importance-sampling-correction)."""
+        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
+        diff = torch.nan_to_num((logps - inputs["sampling_per_token_logps"]) * mask, nan=0.0)
+        rows = mask.sum(dim=1) > 0
+        seq = diff.sum(dim=1)[rows].double()
+        n_tok = mask.sum().double()
+        (tok_sum, n, seq_sum, ratio_sum) = self._sum_over_ranks([
+            float(diff.sum()), float(n_tok), float(seq.sum()), float(seq.exp().sum())])
+        n_seq = self._sum_over_ranks([float(rows.sum())])[0]
+        lo, hi = self._max_over_ranks([float(-seq.min()) if len(seq) else -math.inf, float(seq.max()) if len(seq) else -math.inf])
+        m = self._metrics["train" if self.model.training else "eval"]
+        if n:
+            m["sampling/logprob_diff/token_mean"].append(tok_sum / n)
+        if n_seq:
+            m["sampling/logprob_diff/seq_mean"].append(seq_sum / n_seq)
+            m["sampling/logprob_diff/seq_min"].append(-lo)
+            m["sampling/logprob_diff/seq_max"].append(hi)
+            m["sampling/seq_ratio_if_corrected/mean"].append(ratio_sum / n_seq)
+
     # -- answer checking --------------------------------------------------------------------------
     def _log_verifier(self, mode: str) -> None:
         """Answer checks of this step (the rewards' and the revisions'), over all ranks: a check that times out
