@@ -110,3 +110,19 @@ def test_zero3_is_refused_at_start(tmp_path):
     assert zero_stage(cfg, env={}) == 3
     with pytest.raises(ValueError, match="zero2.yaml"):
         check_not_zero3(cfg, env={})
+
+
+def test_train_files_are_relative_to_the_recipe(tmp_path, monkeypatch):
+    (tmp_path / "r").mkdir()
+    rec = tmp_path / "r" / "x.yaml"
+    rec.write_text(f"include: {CPU}\ntrain_files: [data/a.jsonl, /abs/b.jsonl]\n")
+    monkeypatch.chdir(ROOT)
+    _, data, _ = load_config(str(rec))
+    assert data.train_files == [str(tmp_path / "r" / "data" / "a.jsonl"), "/abs/b.jsonl"]
+    _, data, _ = load_config(str(rec), ["train_files=[c.jsonl]"])  # the command line's stay relative to the cwd
+    assert data.train_files == ["c.jsonl"]
+    _, data, _ = load_config(CPU)  # the shipped recipes find ../shared from any working directory
+    monkeypatch.chdir(tmp_path)
+    assert load_config(CPU)[1].train_files == data.train_files
+    assert data.train_files[0].endswith("shared/data/train/deepscaler_train_math.jsonl")
+    assert os.path.isabs(data.train_files[0])

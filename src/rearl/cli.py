@@ -70,6 +70,19 @@ def cmd_revise(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- data ----------------------------------------------------------------------------------------
+def cmd_data_filter(a: argparse.Namespace) -> int:
+    from rearl.offline.filter import FilterConfig, filter_file
+
+    cfg = from_args(FilterConfig, a)
+    s = filter_file(cfg, progress=not a.quiet)
+    hist = ", ".join(f"{k} correct: {v}" for k, v in s["correct_samples_histogram"].items())
+    print(f"kept {s['kept']} of {s['problems']} problems ({100 * s['kept_share']:.1f}%) with >= {cfg.min_correct} "
+          f"correct of {cfg.samples} samples by {cfg.model}; {s['without_gold']} without a gold answer left out\n"
+          f"  {hist}\nwritten: {cfg.out} (summary {cfg.out}.summary.json; samples in {cfg.out}.work/, resumable)")
+    return 0
+
+
 # -- train ----------------------------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> int:
     import os as _os
@@ -351,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(r, ReviseConfig)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_revise)
+
+    dp = sub.add_parser("data", help="training data: filter problems by whether a model solves them")
+    dsub = dp.add_subparsers(dest="data_command", required=True)
+    from rearl.offline.filter import FilterConfig
+
+    df = dsub.add_parser("filter", help="keep the problems a model answers correctly at least once in N samples "
+                                        "(the authors' DeepScaleR filter: R1-7B, 4 samples)")
+    add_options(df, FilterConfig)
+    df.add_argument("--quiet", action="store_true", help="no progress bar")
+    df.set_defaults(func=cmd_data_filter)
 
     t = sub.add_parser("train", help="GRPO / REA-RL training from a recipe (recipes/*.yaml)")
     t.add_argument("--config", help="recipe YAML (flat keys: model, data and REARLConfig/GRPOConfig fields)")

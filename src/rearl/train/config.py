@@ -8,6 +8,7 @@ two of the authors' YAML settings dead, docs/training.md).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -432,5 +433,10 @@ def load_config(path: str | None, overrides: Sequence[str] = (), **defaults: Any
     data = DataArgs(**{k: v for k, v in raw.items() if k in d_keys})
     if isinstance(data.train_files, str):
         data.train_files = [data.train_files]
+    src = sources.get("train_files", "")
+    if src.startswith("recipe "):
+        # a recipe's relative paths are relative to the recipe's folder, wherever rearl is run from
+        folder = Path(src[len("recipe "):]).parent
+        data.train_files = [f if os.path.isabs(f) else os.path.normpath(folder / f) for f in data.train_files]
     cfg = REARLConfig(**{k: v for k, v in raw.items() if k in t_keys})
     return model, data, cfg
