@@ -89,7 +89,7 @@ demo-traces: install
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
 	    --out runs/demo/cuts_r1_14b_math500.jsonl
 	$(BIN)/rearl calibrate \
-	    --responses $(SHARED)/data/traces/deepscaler_1.5b_preview_aime24_budget8192.jsonl \
+	    --input $(SHARED)/data/traces/deepscaler_1.5b_preview_aime24_budget8192.jsonl \
 	    --tokenizer $(SHARED)/models/deepseek-r1-distill-qwen-tokenizer \
 	    --quantile 0.2 --out runs/demo/calibration_deepscaler_aime24.json
 

@@ -34,3 +34,4 @@ def test_calibrate_on_shared_traces(shared, tmp_path):
     assert cal["threshold"] == cal["percentiles"]["80"]
     assert abs(cal["density_quantile"] * cal["threshold"] - 1) < 1e-9
     assert "T = p80" in r.stdout
+    assert f"reflection_threshold={cal['threshold']:.2f}" in r.stdout  # where T goes

@@ -133,9 +133,15 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from rearl.core.text import ThinkTags, segment
     from rearl.core.traces import load_traces
 
+    from rearl.core.io import DataError, check_local_path, refuse_same_path
+
+    refuse_same_path(a.out, [a.responses])
+    check_local_path(a.tokenizer, "--tokenizer")
+    traces = list(load_traces(a.responses, a.problem_field, a.answer_field, a.response_field))
+    if not traces:
+        raise DataError(f"{a.responses}: no traces (the file is empty or holds only blank lines)")
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
     tags = ThinkTags.from_tokenizer(tok)
-    traces = list(load_traces(a.responses, a.problem_field, a.answer_field, a.response_field))
     pairs, ids = [], []
     for t in traces:
         seg = segment(tok, text=t.response, tags=tags)
@@ -148,7 +154,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         ("regex", cal.regex),
         ("quantile q", cal.quantile),
         (f"T = p{round(100 * (1 - cal.quantile))} tokens per reflection", cal.threshold),
-        (f"D_{cal.quantile:g} = 1/T (reflections per token)", f"{cal.density_quantile:.6f}"),
+        (f"D_{cal.quantile:g} = 1/T (reflections per token; D_q: the density quantile the reward compares against)",
+         f"{cal.density_quantile:.6f}"),
     ]
     rows += [(f"p{k} tokens per reflection", v) for k, v in cal.percentiles.items()]
     _table(f"rearl calibrate: {os.path.basename(a.responses)}", rows)
@@ -157,6 +164,8 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
             print(f"{r['id']}\tthink_tokens={r['think_tokens']}\treflections={r['reflections']}\t"
                   f"tokens_per_reflection={r['tokens_per_reflection']:.1f}")
     print(f"written: {a.out}")
+    print(f"T goes into training as reflection_threshold: {cal.threshold:.2f} in a recipe, or as the override "
+          f"reflection_threshold={cal.threshold:.2f} (or reflection_calibration: {a.out})")
     return 0
 
 
@@ -290,10 +299,10 @@ def _add_reflector(sub: Any) -> None:
     lb.set_defaults(func=cmd_reflector_label)
 
     sp = rsub.add_parser("split", help="split labels into train / held-out by problem")
-    sp.add_argument("--labels", required=True)
+    sp.add_argument("--labels", required=True, help="teacher labels JSONL (rearl reflector label)")
     sp.add_argument("--out", required=True, help="directory for train.jsonl, heldout.jsonl, split.json")
     sp.add_argument("--heldout", type=float, default=0.25, help="fraction of problems held out")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random problem split (default 0)")
     sp.set_defaults(func=cmd_reflector_split)
 
     tr = rsub.add_parser("train", help="SFT (LoRA by default) on label files; saves a merged checkpoint")
@@ -389,10 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_baseline)
 
     c = sub.add_parser("calibrate", help="reflection threshold T (tokens per reflection) from base-model responses")
-    c.add_argument("--responses", required=True, help="responses JSONL")
+    c.add_argument("--input", "--responses", dest="responses", required=True,
+                   help="the base model's responses (JSONL; --responses is the old name)")
     c.add_argument("--tokenizer", required=True, help="the policy's tokenizer (path)")
     c.add_argument("--quantile", type=float, default=0.2, help="q: T is the (1-q) percentile (default 0.2 -> p80)")
-    c.add_argument("--regex", choices=REGEX_MODES, default="authors")
+    c.add_argument("--regex", choices=REGEX_MODES, default="authors",
+                   help="reflection keyword matcher: authors (the paper's substring list) or word (whole words only) "
+                        "(default: authors)")
     c.add_argument("--out", default="calibration.json", help="where to write the calibration JSON")
     c.add_argument("--show-responses", action="store_true", help="print the per-response distribution")
     _fields(c)
@@ -437,10 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     tb.set_defaults(func=lambda a: (tb.print_help(), 0)[1])
 
     v = sub.add_parser("verify", help="check one completion against a gold answer (exit 0 if correct)")
-    v.add_argument("--gold", required=True)
-    v.add_argument("--completion", required=True)
-    v.add_argument("--mode", default="answer_part", choices=EXTRACT_MODES)
-    v.add_argument("--timeout", type=float, default=5.0)
+    v.add_argument("--gold", required=True, help="the gold answer, e.g. '\\frac{1}{2}'")
+    v.add_argument("--completion", required=True, help="the model's completion (text)")
+    v.add_argument("--extraction", "--mode", dest="mode", default="answer_part", choices=EXTRACT_MODES,
+                   help="where the final answer is read: answer_part (the last box after </think>, the paper), "
+                        "last_boxed_anywhere (the authors' code) or math_verify (--mode is the old name; default: "
+                        "answer_part)")
+    v.add_argument("--timeout", type=float, default=5.0, help="seconds for the equivalence check (default 5)")
     v.set_defaults(func=cmd_verify)
     return p
 

@@ -102,7 +102,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only_given: bool 
                 flags = [md.get("flag") or f"--{f.name.replace('_', '-')}", *md.get("aliases", [])]
                 if not has_default or md.get("required"):
                     kw["required"] = True
-            if has_default and default not in (None, [], ()) and not only_given:
+            if has_default and default not in (None, [], ()) and not only_given and not md.get("required"):
                 shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
                 help_ = f"{help_} (default: {shown})" if help_ else f"default: {shown}"
         if only_given:

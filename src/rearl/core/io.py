@@ -20,8 +20,13 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                "re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -128,3 +133,66 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# -- runs that resume --------------------------------------------------------------------------------
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Where a file is and what it holds (sha256 of its bytes): enough to tell another input apart."""
+    import hashlib
+
+    p = Path(path).resolve()
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(p), "sha256": h.hexdigest()}
+
+
+def settings_path(out: str | os.PathLike) -> Path:
+    p = Path(out)
+    return p.with_name(p.name[: -len(".jsonl")] + ".run.json" if p.name.endswith(".jsonl") else p.name + ".run.json")
+
+
+def resume_or_refuse(out: str | os.PathLike, settings: dict[str, Any], force: bool, extra: Iterable[str | os.PathLike] = ()
+                     ) -> None:
+    """A resumable output continues only the run it was made by: the input and every setting that shapes its
+    records are kept beside it (`<out>.run.json`); a rerun with other ones is refused, naming what differs,
+    and `force` starts fresh (the output, its settings and `extra` files such as the summary are removed)."""
+    out_p, side = Path(out), settings_path(out)
+    have = out_p.exists() and out_p.stat().st_size > 0
+    if force:
+        for q in (out_p, side, *map(Path, extra)):
+            if q.exists():
+                q.unlink()
+    elif have:
+        if not side.exists():
+            raise ValueError(f"{out_p} exists but records no settings (made by an older rearl?): another --out, or "
+                             f"--force to start it fresh")
+        old = json.loads(side.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            what = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in diff)
+            raise ValueError(f"{out_p} holds a run with other input or settings ({what}): another --out, or --force to "
+                             f"start it fresh")
+    write_json_atomic(side, settings)
+
+
+def refuse_same_path(out: str | os.PathLike | None, inputs: Iterable[str | os.PathLike], flag: str = "--out") -> None:
+    """An output that is one of the inputs would overwrite or append to what is being read."""
+    if out is None:
+        return
+    o = Path(out).resolve()
+    for i in inputs:
+        if i is not None and Path(i).resolve() == o:
+            raise ValueError(f"{flag} {out} is also an input: the output would overwrite or append to what is read; "
+                             f"choose another {flag}")
+
+
+def check_local_path(value: str | None, flag: str) -> None:
+    """A value that is a path (starts with . / ~, or has two slashes) must exist here: a mistyped relative path
+    would otherwise be tried as a hub id (retried for ~49 s offline). `org/name` hub ids pass."""
+    if not value:
+        return
+    looks_local = value.startswith((".", "/", "~")) or value.count("/") >= 2
+    if looks_local and not Path(value).expanduser().exists():
+        raise ValueError(f"{flag} {value}: no such file or directory (a hub model is ORG/NAME)")

@@ -54,6 +54,26 @@ class DetectConfig:
         None, "response field (auto: response, completion, output, generated_responses, solution, thinking)")
     max_think_tokens: int | None = option(None, "truncate the thinking before splitting")
     limit: int | None = option(None, "only the first N traces")
+    force: bool = option(False, "start --out fresh when it holds a run of other input or settings (default: refuse)")
+
+    def check(self) -> None:
+        """Flag values, checked before anything is read or loaded."""
+        from rearl.core.io import check_local_path, refuse_same_path
+
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"--ratio must be in (0, 1] (the fraction of thinking kept), got {self.ratio:g}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        refuse_same_path(self.out, [self.input])
+        check_local_path(self.tokenizer, "--tokenizer")
+        check_local_path(self.reflection_tokenizer, "--reflection-tokenizer")
+
+
+# the settings a detect run's records depend on: a resume must have the same ones
+_RECORD_SETTINGS = ("tokenizer", "detector", "position", "second_half", "ratio", "regex", "model", "mode",
+                    "window_tokens", "problem_field", "answer_field", "response_field", "max_think_tokens")
 
 
 def _cut_entry(seg: Segmentation, paragraph: int | None, char_end: int) -> dict[str, Any]:
@@ -145,11 +165,20 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
     from rearl.core.text import ThinkTags, segment
     from rearl.core.traces import load_traces
 
+    from rearl.core.io import DataError, file_fingerprint, resume_or_refuse
+
     if cfg.detector not in DETECTORS:
         raise ValueError(f"unknown detector {cfg.detector!r}; choose one of {DETECTORS}")
+    cfg.check()
+    traces = list(load_traces(cfg.input, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit))
+    if not traces:
+        raise DataError(f"{cfg.input}: no traces (the file is empty or holds only blank lines)")
+    settings = {"input": file_fingerprint(cfg.input), **{k: getattr(cfg, k) for k in _RECORD_SETTINGS}}
+    if cfg.detector != "ratio":
+        settings.pop("ratio")
+    resume_or_refuse(cfg.out, settings, cfg.force, extra=[summary_path(cfg.out)])
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     tags = ThinkTags.from_tokenizer(tok)
-    traces = list(load_traces(cfg.input, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit))
     if cfg.detector == "oracle" and any(t.answer is None for t in traces):
         missing = next(t for t in traces if t.answer is None)
         raise ValueError(f"{missing.source}: the oracle detector needs a gold answer; set --answer-field")
@@ -168,7 +197,8 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
     uses_position = cfg.detector in ("oracle", "model")
     chunk_size = cfg.batch_size if cfg.detector == "model" else 1
     with ResumableJsonl(cfg.out) as out:
-        todo = [t for t in traces if t.id not in out]
+        # failed records are redone (the new record replaces the failed one: the last record of an id counts)
+        todo = [t for t in traces if t.id not in out or "error" in out.done[str(t.id)]]
         bar = None
         if progress:
             from tqdm.auto import tqdm

@@ -30,7 +30,8 @@ class ReviseConfig:
     seed: int | None = option(0, "sampling seed")
     batch_size: int = option(8, "revisions per generate call")
     device: str = option("cpu", "cpu | cuda")
-    incomplete_is_wrong: bool = option(True, "score a revision that does not reach EOS as wrong",
+    incomplete_is_wrong: bool = option(True, "count a revision that does not reach EOS (cut by --max-new-tokens) as "
+                                             "correct when its answer is right (default: it is wrong)",
                                        flag="--incomplete-counts")
     limit: int | None = option(None, "only the first N traces")
 
@@ -52,9 +53,12 @@ def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) ->
     from rearl.core.verify import check_completions, default_pool
     from rearl.offline.detect import summary_path
 
+    from rearl.core.io import refuse_same_path
+
     sp = Path(summary_path(cfg.cuts))
     summary = json.loads(sp.read_text()) if sp.exists() else {}
     inp = cfg.input or summary.get("input")
+    refuse_same_path(cfg.out, [cfg.cuts, inp])
     if not inp:
         raise DataError(f"{cfg.cuts}: no summary next to it names the traces; pass --input")
     fields = summary.get("fields") or {}

@@ -36,7 +36,7 @@ class EvalConfig:
     mode: str = option("forward", "reflection scoring mode", choices=SCORING_MODES)
     window_tokens: int | None = option(None, "score in windows (default: as trained; 0: whole trace only)")
     whole_trace: bool = option(True, "skip scoring over the whole trace", flag="--no-whole-trace")
-    ratios: list[float] = option(default_factory=lambda: [0.5], help="fixed-ratio baseline(s) (default 0.5)",
+    ratios: list[float] = option(default_factory=lambda: [0.5], help="fixed-ratio baseline(s): the fraction of thinking kept",
                                  flag="--ratio")
     position: str = option("normal", "cut policy", choices=POSITIONS)
     second_half: bool = option(True, "let first-half paragraphs count for normal/weak", flag="--no-second-half")
