@@ -142,9 +142,16 @@ class LeanDecoder:
             # on one core than a transposed (B, K, S, D) slice)
             kc[li, :, :, :, s:end] = qk[:, :, H:].permute(0, 2, 3, 1)
             vc[li, :, :, s:end] = qkv[:, :, H + K:].transpose(1, 2)
-            att = torch.matmul(q, kc[li, :, :, :, :end]) * w.scale + bias  # (B, K, g*T, end)
-            out = torch.matmul(att.softmax(dim=-1), vc[li, :, :, :end])  # (B, K, g*T, D)
-            out = out.view(B, K, g, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+            if T == 1:  # decoding: one query per row against the filled cache
+                att = torch.matmul(q, kc[li, :, :, :, :end]) * w.scale + bias  # (B, K, g, end)
+                out = torch.matmul(att.softmax(dim=-1), vc[li, :, :, :end])  # (B, K, g, D)
+                out = out.view(B, K, g, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+            else:  # the prompt (s == 0): torch's fused attention, as transformers' sdpa path (2x a plain softmax here)
+                qh = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+                kh = qk[:, :, H:].transpose(1, 2).repeat_interleave(g, dim=1)
+                vh = qkv[:, :, H + K:].transpose(1, 2).repeat_interleave(g, dim=1)
+                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias, scale=w.scale)
+                out = out.transpose(1, 2).reshape(B, T, H * D)
             h = h + F.linear(out, w_o, b_o)
             gu = F.linear(_rms(h, ln_post, w.eps), w_gu)
             h = h + F.linear(F.silu(gu[..., : w.inter]) * gu[..., w.inter:], w_down)
@@ -189,12 +196,10 @@ class LeanDecoder:
             kc = torch.zeros((len(w.layers), B, w.kv_heads, w.head_dim, S), dtype=dtype, device=dev)
             vc = torch.zeros((len(w.layers), B, w.kv_heads, S, w.head_dim), dtype=dtype, device=dev)
 
-            causal = torch.full((P, P), -math.inf, dtype=dtype, device=dev).triu(1)
-            bias = pad_bias[:, None, None, :P] + causal
-            # a padding position attends to itself: a row of -inf would give NaN keys/values in the cache,
-            # and 0 x NaN poisons the real rows' attention; real positions never see these slots
-            bias = bias.masked_fill(torch.eye(P, dtype=torch.bool, device=dev), 0.0)
-            bias = bias.repeat(1, 1, w.heads // w.kv_heads, 1)  # (B, 1, g*P, P): rows are (group, position)
+            # the prompt's mask, (B, 1, P, P): causal and not padding; a padding position attends to itself (a row
+            # with nothing to attend gives NaN keys/values in the cache, and 0 x NaN poisons the real rows)
+            allowed = torch.ones((P, P), dtype=torch.bool, device=dev).tril() & valid[:, None, None, :P]
+            bias = allowed | torch.eye(P, dtype=torch.bool, device=dev)
             logits = self._forward(w, kc, vc, ids, cos_t[pos0].unsqueeze(2), sin_t[pos0].unsqueeze(2),
                                    bias, 0)
 

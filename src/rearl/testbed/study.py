@@ -53,7 +53,7 @@ class StudyConfig:
 
 
 def story_config(cfg: StudyConfig):
-    from rearl.testbed.story import StoryConfig, quick_config
+    from rearl.testbed.config import StoryConfig, quick_config
 
     common = dict(out=str(Path(cfg.out) / "shared"), methods=[], steps=cfg.steps, prompts_per_step=cfg.prompts_per_step,
                   eval_per_level=cfg.eval_per_level, jobs=cfg.jobs, threads=cfg.threads, **cfg.story)
@@ -62,15 +62,9 @@ def story_config(cfg: StudyConfig):
 
 def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     from rearl.core.io import write_json_atomic, write_text_atomic
-    from rearl.testbed.story import (
-        METHODS,
-        Stages,
-        _eval_config,
-        run_side_by_side,
-        run_stage,
-        run_story,
-        train_settings,
-    )
+    from rearl.testbed.config import METHODS
+    from rearl.testbed.stages import Stages, _eval_config, run_side_by_side, run_stage, train_settings
+    from rearl.testbed.story import run_story
 
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
@@ -188,7 +182,7 @@ def _commit() -> str | None:
 
 def summarize_study(cfg: StudyConfig, out: Path, heldout: Path) -> dict[str, Any]:
     from rearl.testbed.paired import Paired, mean_spread, over_seeds
-    from rearl.testbed.story import task_records
+    from rearl.testbed.outcomes import task_records
 
     base = task_records(out / "shared" / "eval" / "base", heldout)
     runs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -254,7 +248,7 @@ def _diff(x: dict[str, Any] | None, d: int = 1) -> str:
 
 
 def study_markdown(summary: dict[str, Any]) -> str:
-    from rearl.testbed.story import LABELS
+    from rearl.testbed.config import LABELS
 
     ms = summary["methods"]
     base = ms["base"]
@@ -300,7 +294,7 @@ def plot_study(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rearl.testbed.story import LABELS
+    from rearl.testbed.config import LABELS
 
     recs = summary["records"]
     names = list(dict.fromkeys(r["method"] for r in recs))
