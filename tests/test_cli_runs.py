@@ -104,3 +104,13 @@ def test_mistyped_tokenizer_path_fails_at_once(tmp_path, traces):
     r = _cli("measure", "--input", str(traces), "--tokenizer", "../shraed/models/deepseek-r1-distill-qwen-tokenizer")
     assert r.returncode == 2 and "no such file or directory" in r.stderr
     assert time.monotonic() - t0 < 40  # no hub retries (49 s before)
+
+
+def test_detect_and_measure_say_what_their_numbers_mean(tmp_path, traces, tok, capsys):
+    assert main(["detect", "--input", str(traces), "--out", str(tmp_path / "c.jsonl"), "--tokenizer", tok, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 of 4 traces end with a correct final answer." in out
+    assert "removable share" in out and "second half" in out and "cap" in out
+    assert main(["measure", "--input", str(traces), "--tokenizer", tok, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "t.jsonl: 4 of 4 traces correct" in out and "Removable share: the share of the thinking" in out

@@ -126,3 +126,15 @@ def test_train_files_are_relative_to_the_recipe(tmp_path, monkeypatch):
     assert load_config(CPU)[1].train_files == data.train_files
     assert data.train_files[0].endswith("shared/data/train/deepscaler_train_math.jsonl")
     assert os.path.isabs(data.train_files[0])
+
+
+def test_train_help_lists_the_recipe_keys(capsys):
+    from rearl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in ("model_name_or_path (default 'default')", "train_files (default [])", "revision (default True)",
+                "failed_revision_policy (default 'drop')", "rollout_backend (default 'auto')"):
+        assert key in out, key
+    assert "max_completion_length" in out and "vllm_importance_sampling_correction" in out  # TRL's, by name

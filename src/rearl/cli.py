@@ -45,6 +45,15 @@ def cmd_detect(a: argparse.Namespace) -> int:
             ("mean % removed (originally correct)", s["mean_pct_think_removed_of_correct"]),
         ],
     )
+    print(f"{s['originally_correct']} of {s['traces']} traces end with a correct final answer.")
+    if s["detector"] in ("oracle", "model") and s["position"] == "normal":
+        print("Why this removes less than `rearl measure`'s removable share (the thinking after the first correct "
+              "answer): the Normal cut is the paper's rule, not the first correct answer. It only looks for the answer "
+              "in the second half of the paragraphs (--no-second-half lifts that), and when none is found there it "
+              "cuts at a cap near the end (the last ~5% of paragraphs, at most 5, always go), so an answer reached early "
+              "in a trace that keeps reasoning is not where it cuts; measure also counts correct traces only. The cap "
+              "is also why a few cuts lose the answer: one first stated in those last paragraphs is cut off "
+              "(\"% with answer kept\" below 100).")
     print(f"records: {a.out}\nsummary: {summary_path(a.out)}")
     return 0
 
@@ -205,8 +214,12 @@ def cmd_measure(a: argparse.Namespace) -> int:
 
     cfg = from_args(MeasureConfig, a)
     res = measure(cfg, progress=not a.quiet)
-    print("median [p10, p90] over correct traces; accuracy over all")
+    print("median [p10, p90] over correct traces; accuracy over all. Removable share: the share of the thinking "
+          "that comes after the first correct answer (what a perfect cut would remove)")
     print(markdown(res))
+    for path, f in res["files"].items():
+        recs = f["records"]
+        print(f"{os.path.basename(path)}: {sum(r['correct'] for r in recs)} of {len(recs)} traces correct")
     if cfg.out:
         print(f"written: {cfg.out}")
     return 0
@@ -384,7 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--quiet", action="store_true", help="no progress bar")
     df.set_defaults(func=cmd_data_filter)
 
-    t = sub.add_parser("train", help="GRPO / REA-RL training from a recipe (recipes/*.yaml)")
+    t = sub.add_parser("train", help="GRPO / REA-RL training from a recipe (recipes/*.yaml)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    plain_help = t.format_help
+
+    def with_recipe_keys() -> str:  # built on --help only: it imports TRL
+        from rearl.train.config import recipe_keys_help
+
+        t.epilog = recipe_keys_help()
+        return plain_help()
+    t.format_help = with_recipe_keys
     t.add_argument("--config", help="recipe YAML (flat keys: model, data and REARLConfig/GRPOConfig fields)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     t.add_argument("--dry-run", action="store_true",

@@ -242,22 +242,51 @@ def _check(value: str, allowed: Sequence[str], name: str) -> None:
 
 @dataclass
 class ModelArgs:
-    model_name_or_path: str = "default"  # 'default' = the embedded SmolLM2-135M-Instruct
-    dtype: str = "float32"
-    use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | str = "all-linear"
+    model_name_or_path: str = field(default="default", metadata={
+        "help": "The policy: a hub id, a local path, or 'default' (the embedded SmolLM2-135M-Instruct)."})
+    dtype: str = field(default="float32", metadata={"help": "The policy's dtype: float32, bfloat16 or float16."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter (saved merged in output_dir/merged too)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | str = field(default="all-linear", metadata={
+        "help": "LoRA target modules: a list of module names or 'all-linear'."})
 
 
 @dataclass
 class DataArgs:
-    train_files: list[str] | str = field(default_factory=list)  # JSONL with problem + answer fields
-    problem_field: str | None = None
-    answer_field: str | None = None
-    max_train_samples: int | None = None
-    data_seed: int = 0
+    train_files: list[str] | str = field(default_factory=list, metadata={
+        "help": "Training problems: JSONL files with a problem and a gold answer field (relative to the recipe)."})
+    problem_field: str | None = field(default=None, metadata={"help": "Problem field (auto: problem, question, prompt)."})
+    answer_field: str | None = field(default=None, metadata={"help": "Gold answer field (auto: answer, gold_answer, ...)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many problems (after shuffling)."})
+    data_seed: int = field(default=0, metadata={"help": "Seed of the problems' order."})
+
+
+def recipe_keys_help() -> str:
+    """`rearl train --help`'s list of recipe keys: every field rearl adds, grouped by dataclass, with its default
+    and help; TRL's GRPOConfig fields are all accepted too and are listed by name."""
+    import textwrap
+
+    def group(title: str, cls: type, names: set[str] | None = None) -> list[str]:
+        lines = [title]
+        for f in dataclasses.fields(cls):
+            if names is not None and f.name not in names:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            text = f"{f.name} (default {default!r}): {f.metadata.get('help', '')}"
+            lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="      ")
+        return lines
+
+    ours = {f.name for f in dataclasses.fields(REARLConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
+    trl = sorted(f.name for f in dataclasses.fields(GRPOConfig) if f.init)
+    out = ["recipe keys (YAML or key=value; docs/training.md):", ""]
+    out += group("model (ModelArgs):", ModelArgs) + [""] + group("data (DataArgs):", DataArgs) + [""]
+    out += group("REA-RL (REARLConfig):", REARLConfig, ours) + [""]
+    out += ["TRL (GRPOConfig, TRL 1.16; help: python -c 'from trl import GRPOConfig; help(GRPOConfig)'):"]
+    out += textwrap.wrap(", ".join(trl), 100, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(out)
 
 
 class _Yaml12Loader(yaml.SafeLoader):
