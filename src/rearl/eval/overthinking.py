@@ -37,8 +37,9 @@ class MeasureConfig:
     tokenizer: str = option(help="the model's tokenizer (path): token counts and paragraphs")
     out: str | None = option(None, "write the per-trace records and the summary as JSON here")
     regex: str = option("authors", "reflection keyword matcher", choices=REGEX_MODES)
-    extraction: str = option("answer_part", "final-answer extraction (docs/method.md#accuracy-reward)",
-                             choices=EXTRACT_MODES)
+    extraction: str = option("answer_part", "where the final answer is read: answer_part (the last \\boxed{} after "
+                             "</think>, the paper), last_boxed_anywhere (the authors' code), math_verify "
+                             "(docs/method.md#accuracy-reward)", choices=EXTRACT_MODES)
     problem_field: str | None = option(None, "problem/question field (auto: problem, question, prompt)")
     answer_field: str | None = option(None, "gold answer field (auto: answer, gold_answer, gt_answer, gold, final_answer)")
     response_field: str | None = option(

@@ -34,8 +34,13 @@ class DetectConfig:
     input: str = option(help="traces JSONL")
     out: str = option(help="output JSONL, one record per trace (resumable)")
     tokenizer: str = option(help="the policy's tokenizer (path), for token counts and spans")
-    detector: str = option("oracle", "which detector finds the cut", choices=DETECTORS)
-    position: str = option("normal", "cut policy (docs/method.md#cut-positions)", choices=POSITIONS)
+    detector: str = option("oracle", "which detector finds the cut: oracle (uses the gold answer: the paragraphs "
+                           "where a correct answer is stated; a free teacher), model (a reflection model), "
+                           "first-reflection (before the first 'wait'-like word), ratio (keep a fixed fraction)",
+                           choices=DETECTORS)
+    position: str = option("normal", "where to cut among the answer paragraphs: strong (earliest likely answer), "
+                           "normal (the paper's: the first answer in the second half), weak (after a second "
+                           "answer) (docs/method.md#cut-positions)", choices=POSITIONS)
     second_half: bool = option(True, "let first-half paragraphs count for normal/weak", flag="--no-second-half")
     ratio: float = option(0.5, "fraction kept by the ratio detector")
     regex: str = option("authors", "reflection keyword matcher", choices=REGEX_MODES)
