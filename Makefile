@@ -113,6 +113,7 @@ bench: install
 	REARL_SHARED=$(SHARED) $(BIN)/python bench/verify_throughput.py
 	REARL_SHARED=$(SHARED) $(BIN)/python bench/reflection_scoring.py
 	REARL_SHARED=$(SHARED) $(BIN)/python bench/answer_formats.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/rollout_throughput.py
 
 llama-server:
 	bash scripts/build_llama_server.sh
