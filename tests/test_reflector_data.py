@@ -193,6 +193,12 @@ def test_oracle_labels_on_real_traces(tmp_path, shared, r1_tok, pool):
     # resumable: a rerun labels nothing new and keeps one record per trace
     label_file(cfg, progress=False)
     assert len(out.read_text().splitlines()) == 3
+    # ...but only a rerun of the same labelling: other settings into the same --out are refused, --force starts fresh
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="results: 'every' there, 'first' now"):
+        label_file(replace(cfg, results="first"), progress=False)
+    assert label_file(replace(cfg, results="first", force=True), progress=False)["traces"] == 3
 
 
 class _JudgeServer:

@@ -72,3 +72,12 @@ def test_detect_model_and_revise_end_to_end(tmp_path, tiny_model_dir, shared):
     res2 = revise_file(ReviseConfig(str(tmp_path / "cuts.jsonl"), tiny_model_dir, str(tmp_path / "rev.jsonl"),
                                     max_new_tokens=4), progress=False, policy=pol)
     assert res2["table"] == res["table"]
+    # another answer budget into the same --out is another run: refused (a mixed file would be summarised as one)
+    import pytest
+
+    with pytest.raises(ValueError, match="max_new_tokens: 4 there, 8 now"):
+        revise_file(ReviseConfig(str(tmp_path / "cuts.jsonl"), tiny_model_dir, str(tmp_path / "rev.jsonl"),
+                                 max_new_tokens=8), progress=False, policy=pol)
+    with pytest.raises(ValueError, match="also an input"):
+        revise_file(ReviseConfig(str(tmp_path / "cuts.jsonl"), tiny_model_dir, str(tmp_path / "cuts.jsonl")),
+                    progress=False, policy=pol)

@@ -34,6 +34,7 @@ class ReviseConfig:
                                              "correct when its answer is right (default: it is wrong)",
                                        flag="--incomplete-counts")
     limit: int | None = option(None, "only the first N traces")
+    force: bool = option(False, "start --out fresh when it holds a run of other cuts, traces or settings (default: refuse)")
 
 
 def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) -> dict[str, Any]:
@@ -87,8 +88,16 @@ def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) ->
             if cfg.positions and name not in cfg.positions:
                 continue
             jobs.append((f"{t.id}:{name}", t, name, int(c["char_end"])))
+    from rearl.core.io import file_fingerprint, resume_or_refuse
+
+    resume_or_refuse(cfg.out, {"cuts": file_fingerprint(cfg.cuts), "input": file_fingerprint(inp),
+                               **{k: getattr(cfg, k) for k in ("policy", "policy_tokenizer", "scaffold", "max_new_tokens",
+                                                               "temperature", "top_p", "top_k", "seed",
+                                                               "incomplete_is_wrong")}},
+                     cfg.force, extra=[summary_path(cfg.out)])
     with ResumableJsonl(cfg.out, key="key") as out:
-        todo = [j for j in jobs if j[0] not in out]
+        # failed records are redone (the new record replaces the failed one)
+        todo = [j for j in jobs if j[0] not in out or "error" in out.done[j[0]]]
         bar = None
         if progress:
             from tqdm.auto import tqdm

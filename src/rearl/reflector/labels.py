@@ -340,6 +340,7 @@ class LabelConfig:
                           "or the first only", choices=RESULT_RULES)
     oracle_check: bool = option(True, "oracle: skip the second step (re-reading each candidate paragraph alone)",
                                 flag="--no-oracle-check")
+    force: bool = option(False, "start --out fresh when it holds labels of other traces or settings (default: refuse)")
 
 
 def trace_key(input_path: str, trace_id: str) -> str:
@@ -397,8 +398,18 @@ def label_file(cfg: LabelConfig, progress: bool = True, judge: Any = None) -> di
     teacher_name = "oracle" if cfg.teacher == "oracle" else f"judge:{getattr(judge, 'model', 'custom')}" + (
         "" if cfg.use_gold else ":no-gold")
     failed: list[str] = []
+    from rearl.core.io import file_fingerprint, refuse_same_path, resume_or_refuse
+
+    refuse_same_path(cfg.out, cfg.inputs)
+    resume_or_refuse(cfg.out, {"inputs": [file_fingerprint(p) for p in cfg.inputs],
+                               **{k: getattr(cfg, k) for k in ("tokenizer", "teacher", "judge_model", "use_gold",
+                                                               "chunk_tokens", "window_tokens", "max_think_tokens",
+                                                               "problem_field", "answer_field", "response_field",
+                                                               "results", "oracle_check")}},
+                     cfg.force, extra=[labels_summary_path(cfg.out)])
     with ResumableJsonl(cfg.out, key="key") as out:
-        todo = [(p, t) for p, t in traces if trace_key(p, t.id) not in out]
+        # failed traces are redone (the new record replaces the failed one)
+        todo = [(p, t) for p, t in traces if trace_key(p, t.id) not in out or "error" in out.done[trace_key(p, t.id)]]
         bar = None
         if progress:
             from tqdm.auto import tqdm
