@@ -142,13 +142,11 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     from rearl.core.text import ThinkTags, segment
     from rearl.core.traces import load_traces
 
-    from rearl.core.io import DataError, check_local_path, refuse_same_path
+    from rearl.core.io import check_local_path, refuse_same_path
 
     refuse_same_path(a.out, [a.responses])
     check_local_path(a.tokenizer, "--tokenizer")
     traces = list(load_traces(a.responses, a.problem_field, a.answer_field, a.response_field))
-    if not traces:
-        raise DataError(f"{a.responses}: no traces (the file is empty or holds only blank lines)")
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
     tags = ThinkTags.from_tokenizer(tok)
     pairs, ids = [], []

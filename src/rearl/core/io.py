@@ -95,6 +95,12 @@ class ResumableJsonl:
     def __contains__(self, key: Any) -> bool:
         return str(key) in self.done
 
+    def pending(self, key: Any) -> bool:
+        """Whether `key` is still to do on a resume: not written yet, or written as a failure (a record with
+        an "error"); the new record replaces the failed one (the last record of a key counts)."""
+        rec = self.done.get(str(key))
+        return rec is None or "error" in rec
+
     def write(self, rec: dict[str, Any]) -> None:
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._f.flush()

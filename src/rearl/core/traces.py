@@ -108,3 +108,5 @@ def load_traces(
             n += 1
             if limit is not None and n >= limit:
                 return
+    if n == 0:  # every command that reads traces has nothing to do: say so instead of printing an empty table
+        raise DataError(f"{path}: no traces (the file is empty or holds only blank lines)")

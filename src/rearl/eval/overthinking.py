@@ -87,17 +87,15 @@ def measure(cfg: MeasureConfig, progress: bool = True) -> dict[str, Any]:
     """Records per trace and the summary (overall and by level) for every input file."""
     from transformers import AutoTokenizer
 
-    from rearl.core.io import DataError, check_local_path, refuse_same_path
+    from rearl.core.io import check_local_path, refuse_same_path
 
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {cfg.limit}")
     refuse_same_path(cfg.out, cfg.input)
     check_local_path(cfg.tokenizer, "--tokenizer")
-    per_file = {}
-    for path in cfg.input:
-        per_file[path] = [t for t in load_traces(path, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit)]
-        if not per_file[path]:
-            raise DataError(f"{path}: no traces (the file is empty or holds only blank lines)")
+    # every file read before the tokenizer loads: a bad or empty one fails at once
+    per_file = {path: list(load_traces(path, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit))
+                for path in cfg.input}
     tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     tags = ThinkTags.from_tokenizer(tok)
     pool = default_pool()

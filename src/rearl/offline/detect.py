@@ -170,14 +170,12 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
     from rearl.core.text import ThinkTags, segment
     from rearl.core.traces import load_traces
 
-    from rearl.core.io import DataError, file_fingerprint, resume_or_refuse
+    from rearl.core.io import file_fingerprint, resume_or_refuse
 
     if cfg.detector not in DETECTORS:
         raise ValueError(f"unknown detector {cfg.detector!r}; choose one of {DETECTORS}")
     cfg.check()
     traces = list(load_traces(cfg.input, cfg.problem_field, cfg.answer_field, cfg.response_field, cfg.limit))
-    if not traces:
-        raise DataError(f"{cfg.input}: no traces (the file is empty or holds only blank lines)")
     settings = {"input": file_fingerprint(cfg.input), **{k: getattr(cfg, k) for k in _RECORD_SETTINGS}}
     if cfg.detector != "ratio":
         settings.pop("ratio")
@@ -202,8 +200,7 @@ def detect_file(cfg: DetectConfig, progress: bool = True, scorer: Any = None) ->
     uses_position = cfg.detector in ("oracle", "model")
     chunk_size = cfg.batch_size if cfg.detector == "model" else 1
     with ResumableJsonl(cfg.out) as out:
-        # failed records are redone (the new record replaces the failed one: the last record of an id counts)
-        todo = [t for t in traces if t.id not in out or "error" in out.done[str(t.id)]]
+        todo = [t for t in traces if out.pending(t.id)]
         bar = None
         if progress:
             from tqdm.auto import tqdm

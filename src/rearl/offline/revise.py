@@ -96,8 +96,7 @@ def revise_file(cfg: ReviseConfig, progress: bool = True, policy: Any = None) ->
                                                                "incomplete_is_wrong")}},
                      cfg.force, extra=[summary_path(cfg.out)])
     with ResumableJsonl(cfg.out, key="key") as out:
-        # failed records are redone (the new record replaces the failed one)
-        todo = [j for j in jobs if j[0] not in out or "error" in out.done[j[0]]]
+        todo = [j for j in jobs if out.pending(j[0])]
         bar = None
         if progress:
             from tqdm.auto import tqdm

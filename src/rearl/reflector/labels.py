@@ -408,8 +408,7 @@ def label_file(cfg: LabelConfig, progress: bool = True, judge: Any = None) -> di
                                                                "results", "oracle_check")}},
                      cfg.force, extra=[labels_summary_path(cfg.out)])
     with ResumableJsonl(cfg.out, key="key") as out:
-        # failed traces are redone (the new record replaces the failed one)
-        todo = [(p, t) for p, t in traces if trace_key(p, t.id) not in out or "error" in out.done[trace_key(p, t.id)]]
+        todo = [(p, t) for p, t in traces if out.pending(trace_key(p, t.id))]
         bar = None
         if progress:
             from tqdm.auto import tqdm
