@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rearl.backends.hf import HFPolicy, _eos_ids
 from rearl.core.revision import Generation
 
 SUPPORTED_TYPES = ("llama", "qwen2")
@@ -274,27 +275,20 @@ def _rotate_half(x: Any) -> Any:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class LeanPolicy:
-    """`HFPolicy`'s interface (prompt ids in, `Generation`s out) on the lean decoder: what
-    `rearl eval --backend lean` and the testbed's sampling use."""
+class LeanPolicy(HFPolicy):
+    """`HFPolicy` (its loading, its interface: prompt ids in, `Generation`s out) sampling with the lean decoder:
+    what `rearl eval --backend lean` and the testbed's sampling use."""
 
     def __init__(self, model_path: str = "default", device: str = "cpu", dtype: str | None = None, batch_size: int = 64,
                  model: Any = None, tokenizer: Any = None):
-        from rearl.backends.hf import _eos_ids, load_hf
-
-        if model is not None:
-            self.model, self.tokenizer = model, tokenizer
-        else:
-            self.tokenizer, self.model = load_hf(model_path, device, dtype)
+        super().__init__(model_path, device, dtype, batch_size, model=model, tokenizer=tokenizer)
         self.decoder = LeanDecoder(self.model)
-        self.device, self.batch_size = device, batch_size
         self.eos = _eos_ids(self.tokenizer, self.model)
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, temperature: float = 0.6,
                  top_p: float = 1.0, top_k: int = 50, seed: int | None = None, min_p: float = 0.0) -> list[Generation]:
         import torch
 
-        gen = None
         if seed is not None:
             torch.manual_seed(seed)  # as HFPolicy: the global stream, so a seed means the same in both
         tok = self.tokenizer
@@ -302,6 +296,6 @@ class LeanPolicy:
         for k in range(0, len(prompts), self.batch_size):
             for ids, finished in self.decoder.generate(prompts[k : k + self.batch_size], max_new_tokens, self.eos,
                                                        temperature=temperature, top_k=top_k or 0, top_p=top_p,
-                                                       min_p=min_p, generator=gen):
+                                                       min_p=min_p):
                 out.append(Generation(ids, tok.decode(ids, skip_special_tokens=False), finished))
         return out

@@ -65,6 +65,16 @@ def benchmark_label(name: str) -> str:
     return Path(name).stem if is_file_benchmark(name) else name
 
 
+def question_and_gold(rec: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A problem record's question field (the first of PROBLEM_FIELDS holding text) and its normalised gold
+    answer (from the first of ANSWER_FIELDS present; None when there is none)."""
+    from rearl.core.traces import ANSWER_FIELDS, PROBLEM_FIELDS
+
+    qf = next((f for f in PROBLEM_FIELDS if isinstance(rec.get(f), str) and rec[f].strip()), None)
+    af = next((f for f in ANSWER_FIELDS if rec.get(f) is not None), None)
+    return qf, gold_from_field(rec.get(af)) if af else None
+
+
 def load_jsonl_benchmark(path: str | os.PathLike, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """A user's benchmark file: one problem per line with a question field (problem/question/prompt),
     a gold field (answer/gold_answer/gt_answer/gold/final_answer; a boxed solution works too) and
@@ -78,11 +88,9 @@ def load_jsonl_benchmark(path: str | os.PathLike, limit: int | None = None) -> I
     for n, (lineno, rec) in enumerate(read_jsonl(path)):
         if limit is not None and n >= limit:
             return
-        qf = next((f for f in PROBLEM_FIELDS if isinstance(rec.get(f), str) and rec[f].strip()), None)
+        qf, gold = question_and_gold(rec)
         if qf is None:
             raise DataError(f"{path}:{lineno}: no question field (tried {', '.join(PROBLEM_FIELDS)})")
-        af = next((f for f in ANSWER_FIELDS if rec.get(f) is not None), None)
-        gold = gold_from_field(rec.get(af)) if af else None
         if gold is None:
             raise DataError(f"{path}:{lineno}: no gold answer (tried {', '.join(ANSWER_FIELDS)})")
         rid = rec.get("id")

@@ -41,17 +41,16 @@ class FilterConfig:
 
 def _problems(path: Path, limit: int | None) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     """(line number, record) of the usable problems, and how many had no gold answer."""
-    from rearl.core.traces import ANSWER_FIELDS, PROBLEM_FIELDS, gold_from_field
+    from rearl.core.traces import PROBLEM_FIELDS
+    from rearl.eval.benchmarks import question_and_gold
 
     rows, no_gold = [], 0
     for n, (lineno, rec) in enumerate(read_jsonl(path)):
         if limit is not None and n >= limit:
             break
-        qf = next((f for f in PROBLEM_FIELDS if isinstance(rec.get(f), str) and rec[f].strip()), None)
+        qf, gold = question_and_gold(rec)
         if qf is None:
             raise DataError(f"{path}:{lineno}: no question field (tried {', '.join(PROBLEM_FIELDS)})")
-        af = next((f for f in ANSWER_FIELDS if rec.get(f) is not None), None)
-        gold = gold_from_field(rec.get(af)) if af else None
         if gold is None or not str(gold).strip():
             no_gold += 1
             continue

@@ -114,7 +114,7 @@ def _policy(model: Any, batch_size: int):
     from rearl.backends.hf import HFPolicy
     from rearl.backends.lean import LeanPolicy
 
-    if isinstance(model, (HFPolicy, LeanPolicy)):
+    if isinstance(model, HFPolicy):  # LeanPolicy is one too
         return model
     return LeanPolicy(str(model), batch_size=batch_size)
 

@@ -263,6 +263,11 @@ class DataArgs:
     data_seed: int = field(default=0, metadata={"help": "Seed of the problems' order."})
 
 
+def rearl_fields() -> set[str]:
+    """The fields REARLConfig adds to TRL's GRPOConfig."""
+    return {f.name for f in dataclasses.fields(REARLConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
 def recipe_keys_help() -> str:
     """`rearl train --help`'s list of recipe keys: every field rearl adds, grouped by dataclass, with its default
     and help; TRL's GRPOConfig fields are all accepted too and are listed by name."""
@@ -279,11 +284,10 @@ def recipe_keys_help() -> str:
             lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="      ")
         return lines
 
-    ours = {f.name for f in dataclasses.fields(REARLConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
     trl = sorted(f.name for f in dataclasses.fields(GRPOConfig) if f.init)
     out = ["recipe keys (YAML or key=value; docs/training.md):", ""]
     out += group("model (ModelArgs):", ModelArgs) + [""] + group("data (DataArgs):", DataArgs) + [""]
-    out += group("REA-RL (REARLConfig):", REARLConfig, ours) + [""]
+    out += group("REA-RL (REARLConfig):", REARLConfig, rearl_fields()) + [""]
     out += ["TRL (GRPOConfig, TRL 1.16; help: python -c 'from trl import GRPOConfig; help(GRPOConfig)'):"]
     out += textwrap.wrap(", ".join(trl), 100, initial_indent="  ", subsequent_indent="  ")
     return "\n".join(out)
@@ -423,15 +427,18 @@ def resolved_settings(model: ModelArgs, data: DataArgs, cfg: REARLConfig) -> dic
 
         if isinstance(v, enum.Enum):
             return plain(v.value)
-        if isinstance(v, (bool, int, float, str)) or v is None:
-            return type(v)(v) if v is not None and type(v) not in (bool, int, float, str) else v
+        if v is None:
+            return v
+        for base in (bool, int, float, str):  # a subclass (a str-valued enum-like) as its plain type, for YAML
+            if isinstance(v, base):
+                return base(v)
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {str(k): plain(x) for k, x in v.items()}
         return str(getattr(v, "value", v))
 
-    ours = {f.name for f in dataclasses.fields(REARLConfig)} - {f.name for f in dataclasses.fields(GRPOConfig)}
+    ours = rearl_fields()
     base = GRPOConfig(output_dir=cfg.output_dir, use_cpu=cfg.use_cpu, bf16=cfg.bf16)
     trl = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(GRPOConfig) if f.init
            and getattr(cfg, f.name, None) != getattr(base, f.name, None)}

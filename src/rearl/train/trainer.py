@@ -506,9 +506,8 @@ class REARLTrainer(GRPOTrainer):
         rows = mask.sum(dim=1) > 0
         seq = diff.sum(dim=1)[rows].double()
         n_tok = mask.sum().double()
-        (tok_sum, n, seq_sum, ratio_sum) = self._sum_over_ranks([
-            float(diff.sum()), float(n_tok), float(seq.sum()), float(seq.exp().sum())])
-        n_seq = self._sum_over_ranks([float(rows.sum())])[0]
+        (tok_sum, n, seq_sum, ratio_sum, n_seq) = self._sum_over_ranks([
+            float(diff.sum()), float(n_tok), float(seq.sum()), float(seq.exp().sum()), float(rows.sum())])
         lo, hi = self._max_over_ranks([float(-seq.min()) if len(seq) else -math.inf, float(seq.max()) if len(seq) else -math.inf])
         m = self._metrics["train" if self.model.training else "eval"]
         if n:
