@@ -4,6 +4,7 @@ import pytest
 
 from rearl.core.rewards import (
     AccuracyReward,
+    AdaptiveLengthReward,
     KimiLengthReward,
     RefinedLengthReward,
     ReflectionReward,
@@ -76,6 +77,26 @@ def test_kimi_length():
     b = KimiLengthReward(scope="batch", unit="chars")
     r = b(completions=[C(1), C(1, pad=10)], answer=["1", "1"], problem=["a", "b"])
     assert r == [0.5, -0.5]
+
+
+def test_adaptive_length_penalty_scales_with_the_solve_rate():
+    """ALP (arXiv 2506.05256): -beta * max(p_solved, 1/K) * L / N, p_solved per problem."""
+    f = AdaptiveLengthReward(norm=100.0, beta=0.5)
+    # problem a: 2 of 4 solved (p = 0.5); problem b: none solved (p = 1/K = 0.5 with K = 2)
+    comps = [C(1), C(1), C(2), C(2), C(3), C(3)]
+    r = f(completions=comps, completion_ids=ids_of([10, 20, 40, 80, 60, 100]), answer=["1"] * 4 + ["2"] * 2,
+          problem=["a"] * 4 + ["b"] * 2)
+    assert r == pytest.approx([-0.025, -0.05, -0.1, -0.2, -0.15, -0.25])
+    # an easy problem (all solved) pays the full price per token; a hard one (1 of 4) a quarter of it
+    easy = f(completions=[C(1)] * 4, completion_ids=ids_of([40] * 4), answer=["1"] * 4, problem=["e"] * 4)
+    hard = f(completions=[C(1)] + [C(2)] * 3, completion_ids=ids_of([40] * 4), answer=["1"] * 4, problem=["h"] * 4)
+    assert easy == pytest.approx([-0.2] * 4) and hard == pytest.approx([-0.05] * 4)
+    # a dropped row (a failed revision under `drop`) is out of K and p_solved
+    r = f(completions=[C(1), C(2)], completion_ids=ids_of([10, 10]), answer=["1"] * 2, problem=["q"] * 2,
+          revision_failed=[False, True])
+    assert r[0] == pytest.approx(-0.05)
+    with pytest.raises(ValueError, match="normaliser"):
+        AdaptiveLengthReward(norm=0)
 
 
 def test_reflection_reward_code_and_paper_forms(r1_tok):

@@ -93,9 +93,9 @@ def test_column_addition_is_exact_and_slips_are_wrong():
         assert (c.value == sum(ops)) == (not c.slipped)  # a forgotten carry always shows in the sum
     c = R.add_columns([78, 57])
     assert c.lines == ["Now column a : xa8 + ya7 = 15 .\nI write 5 in a and carry 1 to b .",
-                       "Now column b : xb7 + yb5 = 12 , but the carry 1 makes it 13 .\nI write 3 in b and carry 1 to c .",
+                       "Now column b : xb7 + yb5 = 12 , plus the carry 1 makes it 13 .\nI write 3 in b and carry 1 to c .",
                        "Column c holds only the carry 1 , so I write 1 in c ."]
-    assert R.add_columns([78, 57], reverse=True).lines[1].startswith("Now column b : yb5 + xb7 = 12 , but")
+    assert R.add_columns([78, 57], reverse=True).lines[1].startswith("Now column b : yb5 + xb7 = 12 , plus")
     assert R.add_columns([78, 57, 9]).lines[0] == ("Now column a : xa8 + ya7 = 15 , + za9 = 24 .\n"
                                                   "I write 4 in a and carry 2 to b .")
     # the hard levels' slip: a carry of 2 passed on as 1, every time (slip 1.0 needs no randomness)
@@ -107,6 +107,37 @@ def test_column_addition_is_exact_and_slips_are_wrong():
     # a quick check restates the column's digit sum (never the carry, so it cannot catch a slip)
     checked = R.add_columns([78, 57], rng=random.Random(0), mid_check=1.0)
     assert checked.lines[1].endswith("\nWait , let me check : 7 + 5 = 12 , yes .")
+
+
+def test_hard_levels_slip_at_the_chosen_share():
+    """World v5 draws hard tasks so that `Level.slip_share` of their first passes slip (docs/testbed.md#world-v5)."""
+    tasks = T.make_tasks(2000, levels=T.HARD, seed=3)
+    slips = [T.first_pass_slips(t.operands) for t in tasks]
+    assert all(T.level_of(t.operands) == t.level and sum(t.operands) == int(t.answer) for t in tasks)
+    for lv in T.HARD:
+        share = sum(s for s, t in zip(slips, tasks) if t.level == lv) / sum(t.level == lv for t in tasks)
+        assert abs(share - T.LEVELS[lv].slip_share) < 0.05, (lv, share)
+    # the predicate agrees with the trace generator's own slips
+    for t in tasks[:300]:
+        assert T.first_pass_slips(t.operands) == bool(R.add_columns(t.operands, slip=1.0).slipped)
+    assert not T.first_pass_slips([71, 52, 3]) and T.first_pass_slips([78, 57, 9])
+
+
+def test_stripping_the_quick_checks_leaves_no_reflection(traces):
+    """The style a length reward can strip: without its quick checks a first pass has no reflection word, and the
+    quick checks carry the density a calibrated threshold asks for (docs/testbed.md#world-v5)."""
+    from rearl.core.reflection import calibrate
+
+    thinks = [split_think(tr.text).think for tr in traces]
+    cal = calibrate([(t, R.n_tokens(t)) for t in thinks])
+    for t in thinks[:100]:
+        first = t[: R.answer_statements(t)[0].end]
+        stripped = "\n".join(line for line in first.split("\n") if not line.startswith("Wait , let me check :"))
+        assert count_reflections(stripped) == 0
+    # first passes alone reach the threshold's density about as often as not: the checks are needed to meet it
+    fp = [t[: R.answer_statements(t)[0].end] for t in thinks]
+    at = sum(R.n_tokens(f) / max(1, count_reflections(f)) <= cal.threshold for f in fp) / len(fp)
+    assert 0.2 <= at <= 0.8, at
 
 
 def test_trace_format(traces):
@@ -128,10 +159,10 @@ def test_trace_format(traces):
         # only a skipped check leaves a slip uncorrected
         assert tr.correct == (final == int(tr.task.answer)) == (tr.checked or not tr.slipped)
         if tr.slipped and tr.checked:
-            assert "does not match" in tr.text and f"The correct answer is {tr.task.answer} ." in tr.text
-        # reflection words inside the first pass: one "but" per carry added, one per quick check
+            assert "does not match" in tr.text and f"the first pass was wrong , and the answer is {tr.task.answer} ." in tr.text
+        # world v5: the quick checks are the first pass's only reflection words (a style a policy can drop)
         first_pass = s.think[: stmts[0].end]
-        assert count_reflections(first_pass) == first_pass.count("but the carry") + first_pass.count("Wait , let me")
+        assert count_reflections(first_pass) == first_pass.count("Wait , let me check :")
         # each echo is one paragraph with one reflection, and restates the final answer
         for echo in s.think.split("\n\n")[len(s.think.split("\n\n")) - tr.n_echoes:]:
             assert count_reflections(echo) == 1 and R.answer_statements(echo)[-1].value == final
@@ -174,7 +205,8 @@ def test_traces_sit_in_the_real_traces_bands(tmp_path, toy_dir):
     assert b["removable_share"]["p10"] <= 0.05 and b["removable_share"]["p90"] >= 0.6
     gen = _measured(tmp_path, toy_dir, sampled=False)["all"]
     assert gen["removable_share"]["median"] < b["removable_share"]["median"]
-    assert gen["removable_share"]["p10"] <= b["removable_share"]["p10"]
+    # v5: the p10 sits in slipped, re-checked hard traces (only the verdict's tail is removable), whatever the echoes
+    assert gen["removable_share"]["p10"] <= b["removable_share"]["p10"] + 0.01
     assert 0.5 <= b["density_before"]["median"] / b["density_after"]["median"] <= 2
     assert b["paragraphs"]["median"] >= 8
     by = {str(k): v for k, v in res["by_level"].items()}

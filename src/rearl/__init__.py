@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # rewards (TRL reward-function signature)
     "AccuracyReward": "rearl.core.rewards",
+    "AdaptiveLengthReward": "rearl.core.rewards",
     "KimiLengthReward": "rearl.core.rewards",
     "RefinedLengthReward": "rearl.core.rewards",
     "ReflectionReward": "rearl.core.rewards",

@@ -256,6 +256,41 @@ class RefinedLengthReward(_Reward):
         return _finite([x + shift for x in out])
 
 
+class AdaptiveLengthReward(_Reward):
+    """ALP, the adaptive length penalty (Xiang et al., arXiv 2506.05256, docs/method.md#length-rewards):
+    -beta * max(p_solved, 1/K) * L / N for every completion, where p_solved is the share of the problem's
+    K completions that are correct and N normalises the length (`norm`: max_completion_length).
+
+    Problems the policy solves reliably pay the full price per token; ones it rarely solves are left to
+    think (a problem no sample solves pays 1/K of it). Added to the accuracy reward, so a long correct
+    answer still beats a short wrong one. Rows a group policy drops do not count in K or p_solved.
+    """
+
+    name = "adaptive_length"
+
+    def __init__(self, norm: float, beta: float = 1.0, unit: str = "tokens", accuracy: AccuracyReward | None = None):
+        super().__init__()
+        if unit not in LENGTH_UNITS:
+            raise ValueError(f"unit must be one of {LENGTH_UNITS}, got {unit!r}")
+        if not (norm > 0 and math.isfinite(norm)):
+            raise ValueError(f"ALP's length normaliser must be a positive number, got {norm}")
+        if not (beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"ALP's beta must be a non-negative number, got {beta}")
+        self.norm, self.beta, self.unit, self.accuracy = float(norm), float(beta), unit, accuracy or AccuracyReward()
+
+    def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float]:
+        completions = list(completions or [])
+        if not completions:
+            return []
+        lengths, correct, groups = _length_groups(self.unit, self.accuracy, prompts, completions, completion_ids, kwargs)
+        out = [0.0] * len(completions)
+        for idx in groups:
+            solved = max(sum(correct[i] for i in idx) / len(idx), 1.0 / len(idx))
+            for i in idx:
+                out[i] = -self.beta * solved * lengths[i] / self.norm
+        return _finite(out)
+
+
 # -- reflection ---------------------------------------------------------------------------------
 class ReflectionReward(_Reward):
     """Reflection-density reward (docs/method.md#reflection-reward).

@@ -85,7 +85,7 @@ def add_subcommands(sub: Any) -> None:
     r.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
     r.add_argument("--methods", default=None,
                    help="comma-separated from grpo, grpo_len, rea_rl, rea_rl_oracle, rea_rl_no_reflection_model, "
-                        "rea_rl_no_reflection_reward, rea_rl_strong, or 'all' (default: grpo,grpo_len,rea_rl,rea_rl_oracle)")
+                        "rea_rl_no_reflection_reward, rea_rl_strong, rea_rl_alp, or 'all' (default: grpo,grpo_len,rea_rl,rea_rl_oracle)")
     r.add_argument("--steps", type=int, default=None, help="RL steps per method")
     r.add_argument("--learning-rate", type=float, default=None)
     r.add_argument("--temperature", type=float, default=None, help="sampling temperature of training")
@@ -123,9 +123,9 @@ def add_subcommands(sub: Any) -> None:
     s.add_argument("--out", default="runs/testbed-study", help="study directory (a rerun resumes)")
     s.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
     s.add_argument("--methods", default=None, help="comma-separated (default: grpo, grpo_len, rea_rl, rea_rl_oracle, "
-                                                   "rea_rl_no_reflection_reward)")
+                                                   "rea_rl_no_reflection_reward, rea_rl_alp)")
     s.add_argument("--seeds-main", type=int, default=None,
-                   help="training seeds of GRPO + length and both REA-RL variants (default 3)")
+                   help="training seeds of GRPO + length, REA-RL (learned and oracle cut) and REA-RL + ALP (default 3)")
     s.add_argument("--seeds-other", type=int, default=None, help="training seeds of the other methods (default 2)")
     s.add_argument("--steps", type=int, default=None, help="RL steps per run (default 150)")
     s.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step, x G=4 (default 8)")

@@ -17,12 +17,17 @@ METHODS: dict[str, dict[str, Any]] = {
     "rea_rl_no_reflection_model": {"revision": False, "length_reward": "refined", "reflection_reward": True,
                                    "zero_accuracy_groups": "keep"},
     "rea_rl_no_reflection_reward": {"revision": True, "length_reward": "refined", "reflection_reward": False},
+    # the remedy the study tests beside REA-RL: its length reward replaced by ALP's adaptive length penalty
+    # (scaled by the problem's solve rate, arXiv 2506.05256), which shifts GRPO's group vote towards a re-check
+    # the policy cannot yet condition (docs/testbed.md#world-v5)
+    "rea_rl_alp": {"revision": True, "length_reward": "alp", "reflection_reward": True},
     # not in the paper's tables: REA-RL with the Strong cut (right after the most likely Result paragraph)
     "rea_rl_strong": {"revision": True, "length_reward": "refined", "reflection_reward": True,
                       "reflection_position": "strong"},
 }
 LABELS = {"base": "Base", "grpo": "GRPO", "grpo_len": "GRPO+len", "rea_rl": "REA-RL", "rea_rl_oracle": "REA-RL (oracle cut)",
-          "rea_rl_no_reflection_model": "REA-RL w/o refl. model", "rea_rl_no_reflection_reward": "REA-RL w/o refl. reward", "rea_rl_strong": "REA-RL (Strong cut)"}
+          "rea_rl_no_reflection_model": "REA-RL w/o refl. model", "rea_rl_no_reflection_reward": "REA-RL w/o refl. reward", "rea_rl_strong": "REA-RL (Strong cut)",
+          "rea_rl_alp": "REA-RL + ALP"}
 
 
 REFLECTION_MODELS = ("toy", "oracle", "smollm2")

@@ -24,7 +24,7 @@ from rearl.testbed.tasks import OPERANDS, PLACES, Task
 from rearl.testbed.traces import CHECK_HEADER, THINK_CLOSE, answer_statements
 
 _COLUMN = re.compile(r"^Now column ([a-h]) : (.*) \.\nI write (\d+) in \1 and carry (\d+) to [a-h] \.", re.M)
-_CARRY_IN = re.compile(r"^but the carry (\d+) makes it (\d+)$")
+_CARRY_IN = re.compile(r"^plus the carry (\d+) makes it (\d+)$")
 
 
 @dataclass

@@ -28,9 +28,10 @@ from typing import Any, Callable
 from rearl.testbed.tasks import EASY, HARD, LEVELS
 
 # the paper's comparison and the two ablations that say which guard does what
-STUDY_METHODS = ("grpo", "grpo_len", "rea_rl", "rea_rl_oracle", "rea_rl_no_reflection_reward")
+# and the remedy the verdict's (b) asked for (REA-RL with ALP's length penalty)
+STUDY_METHODS = ("grpo", "grpo_len", "rea_rl", "rea_rl_oracle", "rea_rl_no_reflection_reward", "rea_rl_alp")
 # the methods the verdict is about get more seeds
-MAIN_METHODS = ("grpo_len", "rea_rl", "rea_rl_oracle")
+MAIN_METHODS = ("grpo_len", "rea_rl", "rea_rl_oracle", "rea_rl_alp")
 
 
 @dataclass
@@ -95,15 +96,16 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None
     # 2. every method x seed: training, then evaluation on the shared held-out tasks
     st = Stages(out, log)
     trains, evals = [], []
-    for m in cfg.methods:
-        for s in cfg.seeds(m):
-            run_dir = out / f"seed{s}" / "train" / m
-            settings_s = train_settings(replace(scfg, train_seed=s), m, model, data, threshold, reflector, run_dir)
-            trains.append((f"seed{s}/train/{m}", run_dir / "rearl_run.json", "train", (settings_s, run_dir)))
-            ev = out / f"seed{s}" / "eval" / m
-            evals.append((f"seed{s}/eval/{m}", ev / "summary.json", "eval",
-                          (_eval_config(scfg, str(run_dir), ev, heldout, temperature=scfg.eval_temperature,
-                                        reference=shared / "eval" / "base"),)))
+    # seed-major: every method's seed 0 first, so a study stopped part-way holds whole paired comparisons
+    runs = [(m, s) for s in range(max(cfg.seeds_main, cfg.seeds_other)) for m in cfg.methods if s in cfg.seeds(m)]
+    for m, s in runs:
+        run_dir = out / f"seed{s}" / "train" / m
+        settings_s = train_settings(replace(scfg, train_seed=s), m, model, data, threshold, reflector, run_dir)
+        trains.append((f"seed{s}/train/{m}", run_dir / "rearl_run.json", "train", (settings_s, run_dir)))
+        ev = out / f"seed{s}" / "eval" / m
+        evals.append((f"seed{s}/eval/{m}", ev / "summary.json", "eval",
+                      (_eval_config(scfg, str(run_dir), ev, heldout, temperature=scfg.eval_temperature,
+                                    reference=shared / "eval" / "base"),)))
     if cfg.jobs > 1:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
         run_side_by_side(st, trains, cfg.jobs, threads, out / "logs", progress)
@@ -186,8 +188,10 @@ def summarize_study(cfg: StudyConfig, out: Path, heldout: Path) -> dict[str, Any
 
     base = task_records(out / "shared" / "eval" / "base", heldout)
     runs: dict[tuple[str, int], dict[str, Any]] = {}
-    for m in cfg.methods:
-        for s in cfg.seeds(m):
+    # seed-major: every method's seed 0 first, so a study stopped part-way holds whole paired comparisons
+    runs = [(m, s) for s in range(max(cfg.seeds_main, cfg.seeds_other)) for m in cfg.methods if s in cfg.seeds(m)]
+    for m, s in runs:
+        if True:
             ev = out / f"seed{s}" / "eval" / m
             if (ev / "summary.json").exists():
                 runs[(m, s)] = task_records(ev, heldout)

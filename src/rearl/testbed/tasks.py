@@ -52,6 +52,11 @@ class Level:
     # echo counts a previous world's toy LRM actually sampled at SAMPLED_AT, when they missed `echo_weights`:
     # the generator's weights then get one correction step from them (`recalibrated_stops`)
     measured_echo_weights: tuple[float, ...] = ()
+    # hard levels: the share of tasks whose first pass slips (some column reaches 20), drawn on purpose
+    # (`make_task` redraws the operands until they agree); None: as uniform operands fall (v4: 30% on L3,
+    # 42% on L4). World v5 sets 0.5, where GRPO's group vote on an unconditional re-check is about neutral
+    # (scripts/group_vote.py, docs/testbed.md#world-v5)
+    slip_share: float | None = None
 
     @property
     def hard(self) -> bool:
@@ -140,6 +145,16 @@ def recalibrated_stops(generator: Sequence[float], target: Sequence[float], meas
     return tuple(round(x, 6) for x in out)
 
 
+# World v5 = v4 with (1) reflection *style* a length reward can strip: an incoming carry is added with
+# "plus" (v2-v4: "but", a reflection word no policy could drop, so the first pass alone sat at the calibrated
+# threshold and the reflection reward never bound), and 80% of the columns carry a quick "Wait , let me
+# check : ..." (v4: 15-25%), 15 tokens each, the only reflection words before the answer; the re-check
+# carries them too, so it is as reflection-dense as the pass it checks (real traces: about equal density before
+# and after the answer). Stripping them all leaves no reflection at all, as GRPO + length does to real models;
+# (2) a slip share of 0.5 on hard levels (`Level.slip_share`; v4's 0.36 fell out of uniform operands), the
+# share where GRPO's group vote on an unconditional re-check is about neutral (scripts/group_vote.py at a re-check
+# rate of 0.9: Kimi -0.005, REA-RL's refined -0.026, against -0.148 / -0.163 at v4's share), so what a method
+# does with the re-check is what it learns per problem.
 # World v4 = v3 with (1) hard levels' slips made systematic: the first pass passes every carry of 2 on as
 # 1 (30% of L3 and 42% of L4 first passes), where v3 forgot any carry with probability 0.25 and RL
 # unlearnt it; (2) the easy levels' generator echo counts corrected once from what v3's toy sampled at
@@ -164,15 +179,19 @@ def recalibrated_stops(generator: Sequence[float], target: Sequence[float], meas
 # or above their target's stops (0.76 vs 0.65 with none) and are left as they are.
 _EASY_SAMPLED_V3 = (0.16, 0.14, 0.22, 0.15, 0.11, 0.11, 0.07, 0.04)
 _EASY_ECHOES = (0.16, 0.05, 0.08, 0.11, 0.14, 0.15, 0.16, 0.15)
+# World v5: 80% of the columns carry a quick check (`traces.add_columns`, first pass and re-check alike), the only
+# reflection words before the answer; half of the hard tasks slip (docs/testbed.md#world-v5)
+MID_CHECK = 0.8
+SLIP_SHARE = 0.5
 LEVELS: dict[int, Level] = {
-    1: Level(1, operands=2, digits=(2, 3), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=0.25,
+    1: Level(1, operands=2, digits=(2, 3), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=MID_CHECK,
              measured_echo_weights=_EASY_SAMPLED_V3),
-    2: Level(2, operands=2, digits=(3, 4), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=0.25,
+    2: Level(2, operands=2, digits=(3, 4), slip=0.0, echo_weights=_EASY_ECHOES, mid_check=MID_CHECK,
              measured_echo_weights=_EASY_SAMPLED_V3),
     3: Level(3, operands=3, digits=(2, 3), slip=1.0, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
-             mid_check=0.15),
+             mid_check=MID_CHECK, slip_share=SLIP_SHARE),
     4: Level(4, operands=3, digits=(3, 4), slip=1.0, echo_weights=(0.65, 0.25, 0.1), skip_check=0.25,
-             mid_check=0.15),
+             mid_check=MID_CHECK, slip_share=SLIP_SHARE),
 }
 EASY = tuple(k for k, v in LEVELS.items() if not v.hard)
 HARD = tuple(k for k, v in LEVELS.items() if v.hard)
@@ -239,11 +258,32 @@ def level_of(operands: Sequence[int]) -> int | None:
     return None
 
 
-def make_task(rng: random.Random, level: int) -> Task:
-    lv = LEVELS[level]
+def first_pass_slips(operands: Sequence[int]) -> bool:
+    """Whether a first pass that passes every carry of 2 on as 1 (`Level.slip` 1.0) goes wrong: some
+    column's digits plus its (possibly slipped) carry in reach 20. Mirrors `traces.add_columns`."""
+    width = max(len(str(x)) for x in operands)
+    carry = 0
+    for col in range(width):
+        total = sum(x // 10**col % 10 for x in operands if col < len(str(x))) + carry
+        if total >= 20:
+            return True
+        carry = total // 10
+    return False
+
+
+def _draw_operands(rng: random.Random, lv: Level) -> tuple[int, ...]:
     lens = [rng.randint(*lv.digits) for _ in range(lv.operands)]
     lens[rng.randrange(lv.operands)] = lv.digits[1]
-    ops = tuple(rng.randint(10 ** (n - 1), 10**n - 1) for n in lens)
+    return tuple(rng.randint(10 ** (n - 1), 10**n - 1) for n in lens)
+
+
+def make_task(rng: random.Random, level: int) -> Task:
+    lv = LEVELS[level]
+    ops = _draw_operands(rng, lv)
+    if lv.hard and lv.slip_share is not None:
+        want = rng.random() < lv.slip_share
+        while first_pass_slips(ops) != want:  # both kinds are common (>= 30% each), so this ends fast
+            ops = _draw_operands(rng, lv)
     return Task(format_problem(ops), str(sum(ops)), level, ops)
 
 

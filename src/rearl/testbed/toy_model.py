@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 from rearl.testbed.tasks import LEVELS, iter_tasks, level_table
 from rearl.testbed.traces import EOS, finish_document, make_trace, make_traces
 
-WORLD_VERSION = 8  # bump when tasks/traces change, so cached models are not reused across worlds
+WORLD_VERSION = 10  # bump when tasks/traces change, so cached models are not reused across worlds
 COMPLETE = ".complete"
 META = "testbed.json"
 

@@ -80,7 +80,7 @@ def column_line(col: int, here: Sequence[tuple[str, int]], carry: int,
         said += f" = {total}"
     if carry:
         total += carry
-        said += f" , but the carry {carry} makes it {total}"
+        said += f" , plus the carry {carry} makes it {total}"
     out = total // 10 if carry_out is None else carry_out
     return f"Now column {place} : {said} .\nI write {total % 10} in {place} and carry {out} to {PLACES[col + 1]} .", total
 
@@ -229,13 +229,13 @@ def make_trace(task: Task, rng: random.Random, sampled: bool = False) -> Trace:
     final = first
     checked = lv.hard and rng.random() >= lv.skip_check
     if checked:
-        check = add_columns(ops, reverse=True)
-        verdict = f"This gives {check.hinted} , that is {check.value} ."
+        check = add_columns(ops, reverse=True, rng=rng, mid_check=lv.mid_check)
         if check.value == first.value:
-            verdict += f"\nIt matches the first result , so the answer is {check.value} ."
-        else:
-            verdict += (f"\nBut {check.value} does not match {first.value} , so the first pass was wrong ."
-                        f"\nThe correct answer is {check.value} .")
+            verdict = (f"This gives {check.hinted} , that is {check.value} ."
+                       f"\nIt matches the first result , so the answer is {check.value} .")
+        else:  # v5: one line from the first mention of the right sum to its statement (v4 took three)
+            verdict = (f"This gives {check.hinted} .\nBut {check.value} does not match {first.value} , so the first "
+                       f"pass was wrong , and the answer is {check.value} .")
         parts += in_parts(check.lines, CHECK_HEADER) + [verdict]
         final = check
     n_echo = rng.choices(range(len(lv.echo_weights)), lv.echo_weights if sampled else lv.generator_echo_weights)[0]

@@ -18,7 +18,7 @@ from trl import GRPOConfig
 
 FAILED_REVISION_POLICIES = ("drop", "duplicate_original")
 ZERO_ACCURACY_POLICIES = ("auto", "zero_advantage", "keep")
-LENGTH_REWARDS = ("none", "refined", "kimi")
+LENGTH_REWARDS = ("none", "refined", "kimi", "alp")
 
 
 @dataclass
@@ -90,7 +90,12 @@ class REARLConfig(GRPOConfig):
                 "logged as verify/timeouts and verify/timeout_rate every step)."})
     require_eos: bool = field(default=False, metadata={
         "help": "Score a completion that did not reach EOS (cut off by max_completion_length) as wrong."})
-    length_reward: str = field(default="refined", metadata={"help": "'refined' (REA-RL), 'kimi' or 'none'."})
+    length_reward: str = field(default="refined", metadata={
+        "help": "'refined' (REA-RL), 'kimi', 'alp' (adaptive length penalty: scaled by the problem's solve rate, "
+                "arXiv 2506.05256) or 'none'."})
+    alp_beta: float = field(default=1.0, metadata={
+        "help": "ALP's coefficient: a completion of max_completion_length tokens on a problem every sample solves "
+                "loses this much reward."})
     length_unit: str = field(default="tokens", metadata={"help": "'tokens' or 'chars'."})
     length_scope: str = field(default="per_problem", metadata={"help": "Kimi reward scope: 'per_problem' or 'batch'."})
     length_units: str = field(default="code", metadata={"help": "Refined reward units: 'code' (wrong = -0.5) or 'paper'."})
@@ -128,7 +133,8 @@ class REARLConfig(GRPOConfig):
     def groups_must_stay_whole(self) -> bool:
         """Whether every rank must hold whole groups: the revision rollout builds a group from its own G
         samples, and the per-problem length rewards see only the rank's rows."""
-        return self.revision or self.length_reward == "refined" or (self.length_reward == "kimi" and self.length_scope == "per_problem")
+        return (self.revision or self.length_reward in ("refined", "alp")
+                or (self.length_reward == "kimi" and self.length_scope == "per_problem"))
 
     @property
     def parallel_samples(self) -> int:

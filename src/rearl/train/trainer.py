@@ -36,6 +36,7 @@ from rearl.core.revision import kept_prefix_ids, revise
 from rearl.core.rewards import (
     FINISHED_KEY,
     AccuracyReward,
+    AdaptiveLengthReward,
     KimiLengthReward,
     RefinedLengthReward,
     ReflectionReward,
@@ -68,6 +69,9 @@ def build_reward_funcs(cfg: REARLConfig, tokenizer: Any) -> list:
         funcs.append(RefinedLengthReward(unit=cfg.length_unit, units=cfg.length_units, accuracy=acc))
     elif cfg.length_reward == "kimi":
         funcs.append(KimiLengthReward(unit=cfg.length_unit, scope=cfg.length_scope, accuracy=acc))
+    elif cfg.length_reward == "alp":
+        funcs.append(AdaptiveLengthReward(norm=cfg.max_completion_length, beta=cfg.alp_beta, unit=cfg.length_unit,
+                                          accuracy=acc))
     if cfg.reflection_reward:
         funcs.append(ReflectionReward(tokenizer, threshold=cfg.reflection_threshold, calibration=cfg.reflection_calibration,
                                       regex=cfg.reflection_regex, form=cfg.reflection_reward_form, tags=tags))
