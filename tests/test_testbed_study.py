@@ -11,7 +11,11 @@ from rearl.testbed.study import MAIN_METHODS, StudyConfig
 def test_seeds_per_method():
     cfg = StudyConfig(seeds_main=3, seeds_other=2)
     assert cfg.seeds("rea_rl") == [0, 1, 2] and cfg.seeds("grpo") == [0, 1]
-    assert set(MAIN_METHODS) == {"grpo_len", "rea_rl", "rea_rl_oracle"}
+    assert set(MAIN_METHODS) == {"grpo_len", "rea_rl", "rea_rl_oracle", "rea_rl_alp"}
+    assert cfg.seeds("rea_rl_alp") == [0, 1, 2]
+    # seed-major: every method's seed 0 before any seed 1, so a study cut short holds whole paired comparisons
+    order = StudyConfig(methods=["grpo", "rea_rl"], seeds_main=3, seeds_other=2).runs()
+    assert order == [("grpo", 0), ("rea_rl", 0), ("grpo", 1), ("rea_rl", 1), ("rea_rl", 2)]
 
 
 @pytest.mark.slow

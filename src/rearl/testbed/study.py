@@ -52,6 +52,10 @@ class StudyConfig:
     def seeds(self, method: str) -> list[int]:
         return list(range(self.seeds_main if method in MAIN_METHODS else self.seeds_other))
 
+    def runs(self) -> list[tuple[str, int]]:
+        """(method, seed) in run order: seed-major, so a study stopped part-way holds whole paired comparisons."""
+        return [(m, s) for s in range(max(self.seeds_main, self.seeds_other)) for m in self.methods if s in self.seeds(m)]
+
 
 def story_config(cfg: StudyConfig):
     from rearl.testbed.config import StoryConfig, quick_config
@@ -96,9 +100,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None
     # 2. every method x seed: training, then evaluation on the shared held-out tasks
     st = Stages(out, log)
     trains, evals = [], []
-    # seed-major: every method's seed 0 first, so a study stopped part-way holds whole paired comparisons
-    runs = [(m, s) for s in range(max(cfg.seeds_main, cfg.seeds_other)) for m in cfg.methods if s in cfg.seeds(m)]
-    for m, s in runs:
+    for m, s in cfg.runs():
         run_dir = out / f"seed{s}" / "train" / m
         settings_s = train_settings(replace(scfg, train_seed=s), m, model, data, threshold, reflector, run_dir)
         trains.append((f"seed{s}/train/{m}", run_dir / "rearl_run.json", "train", (settings_s, run_dir)))
@@ -188,13 +190,10 @@ def summarize_study(cfg: StudyConfig, out: Path, heldout: Path) -> dict[str, Any
 
     base = task_records(out / "shared" / "eval" / "base", heldout)
     runs: dict[tuple[str, int], dict[str, Any]] = {}
-    # seed-major: every method's seed 0 first, so a study stopped part-way holds whole paired comparisons
-    runs = [(m, s) for s in range(max(cfg.seeds_main, cfg.seeds_other)) for m in cfg.methods if s in cfg.seeds(m)]
-    for m, s in runs:
-        if True:
-            ev = out / f"seed{s}" / "eval" / m
-            if (ev / "summary.json").exists():
-                runs[(m, s)] = task_records(ev, heldout)
+    for m, s in cfg.runs():
+        ev = out / f"seed{s}" / "eval" / m
+        if (ev / "summary.json").exists():
+            runs[(m, s)] = task_records(ev, heldout)
     records = [{"method": "base", "seed": None, **record_stats(base)}]
     for (m, s), recs in runs.items():
         row = {"method": m, "seed": s, **record_stats(recs), "vs_base": paired_rows(recs, base, cfg.bootstrap)}
