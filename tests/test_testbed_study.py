@@ -18,6 +18,19 @@ def test_seeds_per_method():
     assert order == [("grpo", 0), ("rea_rl", 0), ("grpo", 1), ("rea_rl", 1), ("rea_rl", 2)]
 
 
+def test_evaluation_follows_its_training():
+    from rearl.testbed.stages import next_ready
+
+    after = {"eval/a": "train/a", "eval/b": "train/b"}
+    queue = ["train/a", "eval/a", "train/b", "eval/b", "train/c"]
+    assert next_ready(queue, after, set()) == 0
+    # two workers: train/a and train/b run; when train/a ends its evaluation goes before train/c
+    queue = ["eval/a", "eval/b", "train/c"]
+    assert next_ready(queue, after, set()) == 2
+    assert next_ready(queue, after, {"train/a"}) == 0
+    assert next_ready(["eval/a", "eval/b"], after, set()) is None
+
+
 @pytest.mark.slow
 def test_quick_study_end_to_end(tmp_path, quick_toy_cache):
     from rearl.testbed.study import run_study
@@ -57,9 +70,33 @@ def test_quick_study_end_to_end(tmp_path, quick_toy_cache):
     on_disk = json.loads((out / "study.json").read_text())
     assert on_disk["config"]["steps"] == 2 and "shared" in on_disk["stages"]
 
-    # a rerun skips every finished stage
+    # a report while runs are missing says which, and builds from the rest without running anything
     before = {p: p.stat().st_mtime_ns for p in out.rglob("rearl_run.json")}
+    ev = out / "seed0" / "eval" / "grpo" / "summary.json"
+    ev.rename(ev.with_suffix(".bak"))
+    part = run_study(cfg, progress=False, log=lambda *_: None, report_only=True)
+    assert not part["complete"] and part["missing"] == ["grpo/seed0"]
+    assert "grpo" not in part["methods"] and "rea_rl_oracle" in part["methods"]
+    assert "**Partial**" in (out / "study.md").read_text()
+    assert not ev.exists() and {p: p.stat().st_mtime_ns for p in before} == before
+    ev.with_suffix(".bak").rename(ev)
+    assert res["complete"] and res["missing"] == []
+
+    # a rerun skips every finished stage
     run_study(cfg, progress=False, log=lambda *_: None)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     with pytest.raises(ValueError, match="other settings"):
         run_study(StudyConfig(**{**cfg.__dict__, "steps": 3}), progress=False, log=lambda *_: None)
+
+
+def test_cli_quick_is_small_unless_told():
+    from rearl.cli import build_parser
+    from rearl.testbed.__main__ import study_config
+
+    p = build_parser()
+    quick = study_config(p.parse_args(["testbed", "study", "--quick", "--out", "x"]))
+    assert (quick.steps, quick.prompts_per_step, quick.eval_per_level, quick.seeds_main) == (3, 2, 2, 2)
+    told = study_config(p.parse_args(["testbed", "study", "--quick", "--steps", "5", "--out", "x"]))
+    assert told.steps == 5 and told.eval_per_level == 2
+    full = study_config(p.parse_args(["testbed", "study", "--out", "x", "--report-only"]))
+    assert (full.steps, full.prompts_per_step, full.eval_per_level, full.seeds_main) == (150, 8, 250, 3)

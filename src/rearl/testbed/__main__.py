@@ -29,8 +29,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(a: argparse.Namespace) -> int:
-    from rearl.testbed.study import StudyConfig, run_study
+def study_config(a: argparse.Namespace):
+    """The StudyConfig the `study` flags ask for."""
+    from rearl.testbed.study import StudyConfig
 
     story = {k: v for k, v in dict(learning_rate=a.learning_rate, beta=a.beta, temperature=a.temperature,
                                    max_tokens=a.max_tokens, toy_cache_dir=a.toy_cache_dir, seed=a.seed,
@@ -40,9 +41,18 @@ def cmd_study(a: argparse.Namespace) -> int:
         seeds_main=a.seeds_main, seeds_other=a.seeds_other, jobs=a.jobs, threads=a.threads, quick=a.quick,
         methods=[m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None,
     ).items() if v is not None}
-    cfg = StudyConfig(**given, story=story)
-    res = run_study(cfg, progress=not a.no_progress)
-    print(f"\nstudy: {cfg.out}/study.md ({res['n_tasks']} held-out tasks)")
+    if a.quick:  # a few minutes, as the help says: the quick story's sizes unless given
+        given = {**dict(steps=3, prompts_per_step=2, eval_per_level=2, seeds_main=2, seeds_other=1), **given}
+    return StudyConfig(**given, story=story)
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from rearl.testbed.study import run_study
+
+    cfg = study_config(a)
+    res = run_study(cfg, progress=not a.no_progress, report_only=a.report_only)
+    print(f"\nstudy: {cfg.out}/study.md ({res['n_tasks']} held-out tasks"
+          + ("" if res["complete"] else f"; partial, {len(res['missing'])} runs not evaluated yet") + ")")
     return 0
 
 
@@ -122,6 +132,8 @@ def add_subcommands(sub: Any) -> None:
                                      "differences against the base and GRPO + length (stages cached)")
     s.add_argument("--out", default="runs/testbed-study", help="study directory (a rerun resumes)")
     s.add_argument("--quick", action="store_true", help="a few-minute version (tests): numbers mean nothing")
+    s.add_argument("--report-only", action="store_true",
+                   help="run nothing: write study.json/.md/.png from the runs evaluated so far (marked partial)")
     s.add_argument("--methods", default=None, help="comma-separated (default: grpo, grpo_len, rea_rl, rea_rl_oracle, "
                                                    "rea_rl_no_reflection_reward, rea_rl_alp)")
     s.add_argument("--seeds-main", type=int, default=None,

@@ -86,23 +86,38 @@ def _logged_progress(log: Path) -> tuple[int, int] | None:
     return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 
+def next_ready(queue: Sequence[str], after: dict[str, str], done: set[str]) -> int | None:
+    """Index of the first queued stage whose prerequisite (if any) has finished."""
+    return next((i for i, n in enumerate(queue) if n not in after or after[n] in done), None)
+
+
 def run_side_by_side(st: "Stages", items: Sequence[tuple[str, Path, str, tuple]], jobs: int, threads: int,
-                     logs: Path, progress: bool) -> None:
+                     logs: Path, progress: bool, after: dict[str, str] | None = None) -> None:
     """Run the (name, marker, kind, args) stages not yet done, `jobs` at a time, each in its own process
-    with `threads` torch threads; its output goes to <logs>/<name>.log. Progress: one bar a stage."""
+    with `threads` torch threads; its output goes to <logs>/<name>.log. Progress: one bar a stage.
+
+    `after` maps a stage to the one it needs finished first (an evaluation to its training). A free
+    worker takes the first stage in `items` order whose prerequisite is done, so a run's evaluation
+    starts as soon as its training ends: a study that spans sessions has numbers for its first runs
+    instead of waiting for every training."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from rearl.core.io import write_json_atomic
 
-    todo = []
+    after = after or {}
+    todo, done = [], set()
     for name, marker, kind, args in items:
         if marker.exists():
             st.log(f"[testbed] {name}: done before, skipped ({marker})")
+            done.add(name)
         else:
             todo.append((name, kind, args))
     if not todo:
         return
+    unknown = sorted({after[n] for n, _, _ in todo if n in after} - {it[0] for it in items})
+    if unknown:
+        raise ValueError(f"stages wait for stages not in the list: {', '.join(unknown)}")
     logs.mkdir(parents=True, exist_ok=True)
     st.log(f"[testbed] {', '.join(n for n, _, _ in todo)}: {jobs} at a time, {threads} thread(s) each "
            f"(logs in {logs})")
@@ -110,15 +125,21 @@ def run_side_by_side(st: "Stages", items: Sequence[tuple[str, Path, str, tuple]]
 
     t0 = time.monotonic()
     bars: dict[str, Any] = {}
+    queue = list(todo)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {}
-        for name, kind, args in todo:
-            log = logs / (name.replace("/", "_") + ".log")
-            futs[name] = (pool.submit(_stage_worker, kind, args, str(log), threads), log)
-        pending = set(futs)
+        futs: dict[str, tuple[Any, Path]] = {}
         try:
-            while pending:
-                for name in sorted(pending):
+            while queue or futs:
+                while len(futs) < jobs:
+                    ready = next_ready([n for n, _, _ in queue], after, done)
+                    if ready is None:
+                        break
+                    name, kind, args = queue.pop(ready)
+                    log = logs / (name.replace("/", "_") + ".log")
+                    futs[name] = (pool.submit(_stage_worker, kind, args, str(log), threads), log)
+                if not futs:  # cannot happen with prerequisites from `items`; never spin
+                    raise RuntimeError(f"stages {', '.join(n for n, _, _ in queue)} wait for nothing that runs")
+                for name in sorted(futs):
                     fut, log = futs[name]
                     pr = _logged_progress(log) if progress else None
                     if pr and progress:
@@ -130,11 +151,12 @@ def run_side_by_side(st: "Stages", items: Sequence[tuple[str, Path, str, tuple]]
                         b.n = pr[0]
                         b.refresh()
                     if fut.done():
-                        pending.discard(name)
+                        del futs[name]
                         try:
                             secs = fut.result()
                         except Exception as e:
                             raise RuntimeError(f"stage {name} failed: {e} (see {log})") from e
+                        done.add(name)
                         st.record[name] = {"seconds": secs, "parallel": True,
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
                         write_json_atomic(st.path, st.record)

@@ -65,7 +65,10 @@ def story_config(cfg: StudyConfig):
     return quick_config(**common) if cfg.quick else StoryConfig(**common)
 
 
-def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None] = print,
+              report_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study and write study.json / .md / .png. `report_only` runs nothing: it
+    writes the report from the runs evaluated so far, marked partial when runs are missing."""
     from rearl.core.io import write_json_atomic, write_text_atomic
     from rearl.testbed.config import METHODS
     from rearl.testbed.stages import Stages, _eval_config, run_side_by_side, run_stage, train_settings
@@ -88,9 +91,13 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None
 
     # 1. the shared part: a story without RL methods
     scfg = replace(story_config(cfg), out=str(out / "shared"))
+    shared = out / "shared"
+    if report_only:
+        if not (shared / "eval" / "base" / "summary.json").exists():
+            raise ValueError(f"{out}: the shared stages have not finished; nothing to report yet")
+        return _report(cfg, out, shared / "data" / "heldout.jsonl", Stages(out, log), log)
     log("[study] shared stages: toy LRM, tasks, base responses, threshold, toy reflector, base evaluation")
     run_story(scfg, progress=progress, log=log)
-    shared = out / "shared"
     model = json.loads((shared / "stages.json").read_text())["model"]["path"]
     threshold = json.loads((shared / "calibration.json").read_text())["threshold"]
     data, heldout = shared / "data" / "train.jsonl", shared / "data" / "heldout.jsonl"
@@ -98,31 +105,39 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None
                  "smollm2": str(shared / "reflector" / "model")}[scfg.reflection_model]
 
     # 2. every method x seed: training, then evaluation on the shared held-out tasks
+    #    (each evaluation right after its training, so a study stopped part-way has whole runs to report)
     st = Stages(out, log)
-    trains, evals = [], []
+    stages, after = [], {}
     for m, s in cfg.runs():
         run_dir = out / f"seed{s}" / "train" / m
         settings_s = train_settings(replace(scfg, train_seed=s), m, model, data, threshold, reflector, run_dir)
-        trains.append((f"seed{s}/train/{m}", run_dir / "rearl_run.json", "train", (settings_s, run_dir)))
+        stages.append((f"seed{s}/train/{m}", run_dir / "rearl_run.json", "train", (settings_s, run_dir)))
         ev = out / f"seed{s}" / "eval" / m
-        evals.append((f"seed{s}/eval/{m}", ev / "summary.json", "eval",
-                      (_eval_config(scfg, str(run_dir), ev, heldout, temperature=scfg.eval_temperature,
-                                    reference=shared / "eval" / "base"),)))
+        stages.append((f"seed{s}/eval/{m}", ev / "summary.json", "eval",
+                       (_eval_config(scfg, str(run_dir), ev, heldout, temperature=scfg.eval_temperature,
+                                     reference=shared / "eval" / "base"),)))
+        after[f"seed{s}/eval/{m}"] = f"seed{s}/train/{m}"
     if cfg.jobs > 1:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
-        run_side_by_side(st, trains, cfg.jobs, threads, out / "logs", progress)
-        run_side_by_side(st, evals, cfg.jobs, threads, out / "logs", progress)
+        run_side_by_side(st, stages, cfg.jobs, threads, out / "logs", progress, after=after)
     else:
-        for name, marker, kind, args in trains + evals:
+        for name, marker, kind, args in stages:
             st.run(name, marker, lambda kind=kind, args=args: run_stage(kind, args, cfg.threads, progress))
 
     # 3. statistics
+    return _report(cfg, out, heldout, st, log)
+
+
+def _report(cfg: StudyConfig, out: Path, heldout: Path, st: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    from rearl.core.io import write_json_atomic, write_text_atomic
+
     summary = summarize_study(cfg, out, heldout)
-    summary["stages"] = {"shared": json.loads((shared / "stages.json").read_text()), "runs": st.record}
+    summary["stages"] = {"shared": json.loads((out / "shared" / "stages.json").read_text()), "runs": st.record}
     write_json_atomic(out / "study.json", summary)
     write_text_atomic(out / "study.md", study_markdown(summary))
     plot_study(summary, out / "study.png")
-    log(f"[study] {out / 'study.md'}")
+    log(f"[study] {out / 'study.md'}" + ("" if summary["complete"] else
+                                          f" (partial: {len(summary['missing'])} of {len(cfg.runs())} runs not evaluated yet)"))
     return summary
 
 
@@ -223,8 +238,9 @@ def summarize_study(cfg: StudyConfig, out: Path, heldout: Path) -> dict[str, Any
             if have:
                 agg[ref] = {k: over_seeds([p(r[ref][k]) for r in have]) for k in have[0][ref]}
         methods[m] = agg
-    return {"config": asdict(cfg), "commit": _commit(), "records": records, "methods": methods,
-            "n_tasks": records[0]["n_tasks"]}
+    missing = [f"{m}/seed{s}" for m, s in cfg.runs() if (m, s) not in runs]
+    return {"config": asdict(cfg), "commit": _commit(), "complete": not missing, "missing": missing,
+            "records": records, "methods": methods, "n_tasks": records[0]["n_tasks"]}
 
 
 # -- report ----------------------------------------------------------------------------------------------
@@ -256,13 +272,15 @@ def study_markdown(summary: dict[str, Any]) -> str:
     ms = summary["methods"]
     base = ms["base"]
     lines = [f"# Testbed study: {summary['n_tasks']} held-out tasks, the same tasks and sampling seeds for every method",
-             "",
-             "Mean over training seeds [min, max]. Re-check: share of hard-level samples whose thinking holds the re-check, "
-             "split by need (the first pass's answer wrong: needed).",
-             "",
-             "| method | seeds | acc. all | acc. easy | acc. hard | tokens (x base) | hard re-check when needed | "
-             "when not needed | refl./1k easy | refl./1k hard |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             ""]
+    if not summary.get("complete", True):
+        lines += [f"**Partial**: the study is still running; not evaluated yet: {', '.join(summary['missing'])}.", ""]
+    lines += ["Mean over training seeds [min, max]. Re-check: share of hard-level samples whose thinking holds the "
+              "re-check, split by need (the first pass's answer wrong: needed).",
+              "",
+              "| method | seeds | acc. all | acc. easy | acc. hard | tokens (x base) | hard re-check when needed | "
+              "when not needed | refl./1k easy | refl./1k hard |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     b = base
     lines.append(f"| Base | - | {_fmt(b['accuracy']['all'])} | {_fmt(b['accuracy']['easy'])} | {_fmt(b['accuracy']['hard'])} | "
                  f"{_fmt(b['mean_tokens'], 0)} | {_fmt(b['hard_recheck']['when_needed'])} | "
