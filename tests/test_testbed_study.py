@@ -69,6 +69,8 @@ def test_quick_study_end_to_end(tmp_path, quick_toy_cache):
     assert (out / "study.png").stat().st_size > 0
     on_disk = json.loads((out / "study.json").read_text())
     assert on_disk["config"]["steps"] == 2 and "shared" in on_disk["stages"]
+    cal = json.loads((out / "shared" / "calibration.json").read_text())
+    assert on_disk["threshold"] == cal["threshold"] > 0  # the density panel's reward line
 
     # a report while runs are missing says which, and builds from the rest without running anything
     before = {p: p.stat().st_mtime_ns for p in out.rglob("rearl_run.json")}

@@ -239,7 +239,9 @@ def summarize_study(cfg: StudyConfig, out: Path, heldout: Path) -> dict[str, Any
                 agg[ref] = {k: over_seeds([p(r[ref][k]) for r in have]) for k in have[0][ref]}
         methods[m] = agg
     missing = [f"{m}/seed{s}" for m, s in cfg.runs() if (m, s) not in runs]
+    cal = out / "shared" / "calibration.json"
     return {"config": asdict(cfg), "commit": _commit(), "complete": not missing, "missing": missing,
+            "threshold": json.loads(cal.read_text())["threshold"] if cal.exists() else None,
             "records": records, "methods": methods, "n_tasks": records[0]["n_tasks"]}
 
 
@@ -309,7 +311,8 @@ def study_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot_study(summary: dict[str, Any], path: Path) -> None:
-    """Left: accuracy vs tokens, one point per method and seed; right: the hard re-check rate by need."""
+    """Accuracy vs tokens, one point per method and seed; the hard re-check rate by need; reflections per
+    1k thinking tokens by level against the reflection reward's threshold (1000 / T)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,7 +322,7 @@ def plot_study(summary: dict[str, Any], path: Path) -> None:
 
     recs = summary["records"]
     names = list(dict.fromkeys(r["method"] for r in recs))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(16, 4.4))
     for i, m in enumerate(names):
         rs = [r for r in recs if r["method"] == m]
         c = f"C{i}"
@@ -328,6 +331,9 @@ def plot_study(summary: dict[str, Any], path: Path) -> None:
         not_need = [r["hard_recheck"]["when_not_needed"] for r in rs if r["hard_recheck"]["when_not_needed"] is not None]
         bx.scatter([i - 0.12] * len(need), need, color=c, marker="o", s=30)
         bx.scatter([i + 0.12] * len(not_need), not_need, color=c, marker="x", s=30)
+        for dx, lv, mk in ((-0.12, "easy", "o"), (0.12, "hard", "x")):
+            ys = [r["reflections_per_1k"][lv] for r in rs if r["reflections_per_1k"][lv] is not None]
+            cx.scatter([i + dx] * len(ys), ys, color=c, marker=mk, s=30)
     ax.set_xlabel("mean tokens per held-out sample")
     ax.set_ylabel("accuracy, all levels (%)")
     ax.set_ylim(-2, 102)
@@ -337,6 +343,14 @@ def plot_study(summary: dict[str, Any], path: Path) -> None:
     bx.set_ylabel("hard levels: re-checked (%)")
     bx.set_ylim(-5, 105)
     bx.set_title("re-check when needed (o) / not needed (x)")
+    if summary.get("threshold"):
+        cx.axhline(1000 / summary["threshold"], color="grey", ls="--", lw=1,
+                   label=f"reward threshold: 1 per T = {summary['threshold']:.0f} tokens")
+        cx.legend(fontsize=8)
+    cx.set_xticks(range(len(names)), [LABELS.get(m, m) for m in names], rotation=20, fontsize=8, ha="right")
+    cx.set_ylabel("reflections per 1k thinking tokens")
+    cx.set_ylim(bottom=0)
+    cx.set_title("reflection density: easy (o) / hard (x) levels")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
