@@ -174,6 +174,7 @@ def test_quick_story_end_to_end_and_resume(tmp_path, quick_toy_cache, monkeypatc
     assert "## Targets" in md and "REA-RL (oracle cut)" in md and "Reflection model vs the oracle" in md
     assert "The toy reflection model vs the teacher" in md
     assert "## The hard levels' re-check" in md
+    assert "one training seed per method" in md and "rearl testbed study" in md  # the short story says so
     hard = summary["stats"]["base"]["hard"]
     assert 0 <= hard["rechecked"] <= 100 and 0 <= hard["first_answer_wrong"] <= 100
     stages = json.loads((out / "stages.json").read_text())

@@ -21,7 +21,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     ).items() if v is not None}
     cfg = quick_config(**given) if a.quick else StoryConfig(**given)
     res = run_story(cfg, progress=not a.no_progress)
-    print(f"\nreport: {cfg.out}/report/testbed.md")
+    print(f"\nreport: {cfg.out}/report/testbed.md (one training seed per method: the verdict is "
+          "`rearl testbed study`'s, docs/testbed.md#the-study)")
     for t in res["targets"]:
         met = "-" if t["met"] is None else ("met" if t["met"] else "MISSED")
         val = "-" if t["measured"] is None else f"{t['measured']:.1f}"

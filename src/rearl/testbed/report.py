@@ -36,6 +36,10 @@ def testbed_markdown(stats: dict[str, dict[str, dict[str, Any]]], targets: Seque
            f"{', '.join(f'L{k}' for k in HARD)}), sampled at temperature {meta.get('eval_temperature')}. Every method: "
            f"{meta.get('steps')} steps x {meta.get('prompts_per_step')} prompts x G={meta.get('group_size')} from the "
            f"same start; REA-RL's reflection model: {meta.get('reflection_model')}.", ""]
+    if names != ["base"]:
+        md += ["**The short story: one training seed per method, intervals as if methods were independent.** "
+               "It shows every stage working; whether a difference is the method's is for `rearl testbed study` "
+               "(several seeds, 1,000 tasks, paired differences; docs/testbed.md#the-study).", ""]
     toy = meta.get("toy_meta") or {}
     sft, probe = toy.get("sft") or {}, toy.get("probe") or {}
     if sft:
