@@ -32,6 +32,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def study_config(a: argparse.Namespace):
     """The StudyConfig the `study` flags ask for."""
+    from rearl.testbed.config import quick_config
     from rearl.testbed.study import StudyConfig
 
     story = {k: v for k, v in dict(learning_rate=a.learning_rate, beta=a.beta, temperature=a.temperature,
@@ -43,7 +44,9 @@ def study_config(a: argparse.Namespace):
         methods=[m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None,
     ).items() if v is not None}
     if a.quick:  # a few minutes, as the help says: the quick story's sizes unless given
-        given = {**dict(steps=3, prompts_per_step=2, eval_per_level=2, seeds_main=2, seeds_other=1), **given}
+        q = quick_config()
+        given = {**dict(steps=q.steps, prompts_per_step=q.prompts_per_step, eval_per_level=q.eval_per_level,
+                        seeds_main=2, seeds_other=1), **given}
     return StudyConfig(**given, story=story)
 
 

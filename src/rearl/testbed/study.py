@@ -69,7 +69,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None
               report_only: bool = False) -> dict[str, Any]:
     """Run (or resume) the study and write study.json / .md / .png. `report_only` runs nothing: it
     writes the report from the runs evaluated so far, marked partial when runs are missing."""
-    from rearl.core.io import write_json_atomic, write_text_atomic
+    from rearl.core.io import write_json_atomic
     from rearl.testbed.config import METHODS
     from rearl.testbed.stages import Stages, _eval_config, run_side_by_side, run_stage, train_settings
     from rearl.testbed.story import run_story
