@@ -14,7 +14,12 @@ adaptive length penalty, arXiv 2506.05256: -beta * max(solve rate, 1/G) * L / N,
 re-check comes after the answer, a needed one before; a short tail of 0-40 tokens either way).
 Advantages: group-normalised (TRL `scale_rewards: group`) or raw centred rewards (`none`).
 
+The re-check is perfect by default. `--fix F --breaks B` make it as reliable as a measured policy: it
+gets a slipped answer right with probability F and turns a right first answer wrong with probability B
+(the world v5 toy LRM's own, measured on 500 hard held-out tasks: F = 0.63, B = 0.13; docs/testbed.md).
+
     python scripts/group_vote.py            # pure Python, about a minute
+    python scripts/group_vote.py --shares 0.56 --fix 0.63 --breaks 0.13
 """
 
 from __future__ import annotations
@@ -42,14 +47,25 @@ def length_reward(kind: str, acc: list[float], lengths: list[float], norm: float
     return [lam(n) if a else min(0.0, lam(n)) for n, a in zip(lengths, acc)]
 
 
-def push(share: float, p: float, kind: str, scaled: bool, g: int = 4, trials: int = 20000, seed: int = 0) -> float:
+def outcome(rnd: random.Random, checked: bool, slipped: bool, fix: float, breaks: float) -> float:
+    """1.0 when the sample's answer is right. Draws only for an imperfect re-check, so the default's
+    random stream (and the published table) stay as they were."""
+    if not checked:
+        return float(not slipped)
+    if slipped:
+        return 1.0 if fix >= 1.0 or rnd.random() < fix else 0.0
+    return 0.0 if breaks > 0.0 and rnd.random() < breaks else 1.0
+
+
+def push(share: float, p: float, kind: str, scaled: bool, g: int = 4, trials: int = 20000, seed: int = 0,
+         fix: float = 1.0, breaks: float = 0.0) -> float:
     rnd = random.Random(seed)
     total = 0.0
     for _ in range(trials):
         slipped = rnd.random() < share
         checks = [rnd.random() < p for _ in range(g)]
         lengths = [(400.0 if c else 200.0) + rnd.gauss(0, 30) for c in checks]
-        acc = [1.0 if (c or not slipped) else 0.0 for c in checks]
+        acc = [outcome(rnd, c, slipped, fix, breaks) for c in checks]
         if kind == "apr":
             lengths = [n - 200.0 if c and not slipped else abs(rnd.gauss(0, 20)) for n, c in zip(lengths, checks)]
         r = [a + b for a, b in zip(acc, length_reward(kind, acc, lengths))]
@@ -67,14 +83,17 @@ def main() -> None:
     ap.add_argument("--shares", default="0.2,0.36,0.5,0.55,0.6,0.7")
     ap.add_argument("--rates", default="0.9,0.6", help="re-check probabilities of the policy")
     ap.add_argument("--trials", type=int, default=20000)
+    ap.add_argument("--fix", type=float, default=1.0, help="P(a needed re-check gets the answer right)")
+    ap.add_argument("--breaks", type=float, default=0.0, help="P(an unneeded re-check turns a right answer wrong)")
+    ap.add_argument("--kinds", default="kimi,refined,alp,apr", help="length rewards to simulate")
     a = ap.parse_args()
     rates = [float(x) for x in a.rates.split(",")]
     print("| length reward | advantages | slip share | " + " | ".join(f"push at p={p}" for p in rates) + " |")
     print("|---|---|---|" + "---|" * len(rates))
-    for kind in ("kimi", "refined", "alp", "apr"):
+    for kind in a.kinds.split(","):
         for scaled in (True, False):
             for s in (float(x) for x in a.shares.split(",")):
-                cells = " | ".join(f"{push(s, p, kind, scaled, trials=a.trials):+.3f}" for p in rates)
+                cells = " | ".join(f"{push(s, p, kind, scaled, trials=a.trials, fix=a.fix, breaks=a.breaks):+.3f}" for p in rates)
                 print(f"| {kind} | {'group' if scaled else 'raw'} | {s} | {cells} |", flush=True)
 
 
